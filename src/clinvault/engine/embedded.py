@@ -35,7 +35,7 @@ def ensure_embedded_server(pgdata: Path) -> ConnInfo:
             import pgserver
 
             pgdata.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(pgdata, cleanup_mode=None)
+            server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         except (OSError, subprocess.SubprocessError, AssertionError) as exc:
             raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return ConnInfo.from_url(str(server.get_uri()))
@@ -47,7 +47,7 @@ def stop_embedded_server(pgdata: Path) -> None:
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
     # As root, pgserver runs the server as the data directory's owner; pg_ctl must match.
     user = None
