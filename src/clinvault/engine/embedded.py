@@ -20,7 +20,9 @@ from clinvault.errors import DatabaseError
 def bundled_bin_dir() -> Path | None:
     """Directory of the PostgreSQL binaries shipped with ``pgserver``, if installed."""
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
         return None
     path = Path(POSTGRES_BIN_PATH)
