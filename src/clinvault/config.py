@@ -39,13 +39,22 @@ class ScopeLink(BaseModel):
 
 
 class ScopeSettings(BaseModel):
-    """How study and organization scopes are discovered in the platform database."""
+    """How study and organization scopes are discovered in the platform database.
+
+    ``study_dirs`` and ``organization_dirs`` name the file directories of one study or
+    organization, relative to the files root; ``{label}`` is the root row's label column
+    (``code`` by default) and ``{key}`` its primary key. An organization's files are its own
+    directories plus those of each of its studies.
+    """
 
     study_table: str = "studies"
     organization_table: str = "organizations"
     schema_name: str = Field(default="public", alias="schema")
+    label_column: str = "code"
     extra_links: list[ScopeLink] = Field(default_factory=list)
     exclude_tables: list[str] = Field(default_factory=list)
+    study_dirs: list[str] = Field(default_factory=lambda: ["studies/{label}"])
+    organization_dirs: list[str] = Field(default_factory=lambda: ["uploads/{label}"])
 
     model_config = {"populate_by_name": True}
 

@@ -1,0 +1,67 @@
+"""The ``clinvault`` command: one Typer app, errors mapped to exit codes in one place."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from clinvault import __version__
+from clinvault.cli import admin_cmd, backup_cmd, demo_cmd
+from clinvault.cli.common import err_console
+from clinvault.errors import ClinVaultError
+
+app = typer.Typer(
+    name="clinvault",
+    help="Backup and restore for regulated clinical platforms (PostgreSQL and study files).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(admin_cmd.catalog_app, name="catalog")
+app.add_typer(admin_cmd.audit_app, name="audit")
+app.add_typer(admin_cmd.db_app, name="db")
+app.command("demo-data")(demo_cmd.demo_data)
+app.command("demo")(demo_cmd.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"clinvault {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main() -> None:
+    """Entry point: run the app; a ClinVault error prints its message and sets the exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except ClinVaultError as exc:
+        err_console.print(f"[red]error[/red]: {exc.message}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
