@@ -28,6 +28,7 @@ from clinvault.errors import ClinVaultError, ConflictError, InvalidInputError
 from clinvault.services.actor import Actor
 from clinvault.services.context import ServiceContext
 from clinvault.services.processes import current_worker
+from clinvault.services.restore_ops import restore_running
 from clinvault.services.scoping import extra_links, resolve_scope, scope_roots
 
 MAX_NAME = 255
@@ -106,6 +107,8 @@ class BackupService:
             raise InvalidInputError(f"backup name must be 1 to {MAX_NAME} printable characters")
         if request.description is not None and len(request.description) > 10_000:
             raise InvalidInputError("description must be at most 10000 characters")
+        if not request.safety and restore_running(self.ctx):
+            raise ConflictError("a restore is running; back up when it has finished")
         with self.ctx.catalog.session() as session:
             taken = session.scalar(sa.select(Backup.id).where(Backup.name == name))
         if taken is not None:

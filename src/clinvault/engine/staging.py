@@ -1,0 +1,80 @@
+"""Bringing bundle parts out of storage onto local disk, verified on the way.
+
+``pg_restore`` needs a seekable file to restore in parallel, so the dump part is
+decompressed into a staging file first; its raw SHA-256 is checked against the manifest as
+it is written, and the file only gets its final name when the check passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from clinvault.engine import bundle
+from clinvault.engine.compression import decompress_chunks
+from clinvault.engine.manifest import PartInfo
+from clinvault.errors import CancelledError, IntegrityError, InvalidInputError
+from clinvault.storage.base import Storage
+
+
+def ensure_free_space(directory: Path, needed: int, what: str) -> None:
+    """Refuse early when ``directory``'s filesystem cannot hold ``needed`` more bytes."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise InvalidInputError(
+            f"not enough free disk for {what}: {needed} bytes needed in {probe}, {free} free"
+        )
+
+
+def stage_part(
+    storage: Storage,
+    backup_id: str,
+    part: PartInfo,
+    dest: Path,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Decompress ``part`` of ``backup_id`` into the file ``dest``, verifying its content."""
+    ensure_free_space(dest.parent, part.size, f"staging {part.name}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = dest.with_name(dest.name + ".partial")
+    stored = hashlib.sha256()
+    raw = hashlib.sha256()
+    size = 0
+
+    def metered() -> Iterator[bytes]:
+        for chunk in storage.read(bundle.object_key(backup_id, part.name)):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("staging cancelled")
+            stored.update(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+            yield chunk
+
+    try:
+        with temp.open("wb") as out:
+            for chunk in decompress_chunks(metered(), part.codec):
+                raw.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if stored.hexdigest() != part.sha256:
+            raise IntegrityError(f"{part.name}: SHA-256 of the stored object does not match")
+        if raw.hexdigest() != part.raw_sha256 or size != part.size:
+            raise IntegrityError(f"{part.name}: decompressed content does not match the manifest")
+        temp.replace(dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return dest
