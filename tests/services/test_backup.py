@@ -318,3 +318,27 @@ def test_killed_backup_leaves_no_completed_record_and_is_cleaned_at_next_start(
     assert not any(p.is_file() for p in store.rglob("*"))
     recovered = ctx.audit.list(AuditFilter(action="backup.recover"))
     assert [e.target_id for e in recovered] == [listed[0]["id"]]
+
+
+def test_awkward_file_names_survive_backup_and_verify(platform: Platform) -> None:
+    import os
+
+    study_dir = platform.files_root / "studies" / platform.summary.study_codes[0]
+    odd = [
+        os.fsencode(study_dir) + b"/caf\xe9-latin1.txt",
+        os.fsencode(study_dir) + "/Ünïcødé ☃ name.txt".encode(),
+        os.fsencode(study_dir) + b"/line\nbreak.txt",
+        os.fsencode(study_dir) + b"/-leading-dash",
+        os.fsencode(study_dir) + b"/" + b"x" * 200 + b".dat",
+    ]
+    for index, name in enumerate(odd):
+        with open(name, "wb") as handle:
+            handle.write(f"content {index}".encode())
+    ctx = platform.context()
+    row = BackupService(ctx).create(BackupRequest(BackupType.FILES), ACTOR)
+    manifest, _ = read_manifest(ctx.storage, str(row.id))
+    assert manifest.files is not None
+    stored = {os.fsencode(e["path"]) for e in manifest.files.entries}
+    root = os.fsencode(platform.files_root) + b"/"
+    assert {name[len(root) :] for name in odd} <= stored
+    assert VerifyService(ctx).verify(row.id, ACTOR).ok

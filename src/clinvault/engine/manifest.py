@@ -122,7 +122,8 @@ class Manifest(_Model):
 def dump_manifest(manifest: Manifest) -> bytes:
     """Canonical bytes of the manifest: key order fixed, so equal manifests hash equal."""
     data = manifest.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    # ASCII-only: names that are not valid UTF-8 travel as \udcXX escapes and come back intact.
+    return json.dumps(data, sort_keys=True, ensure_ascii=True, indent=1).encode("ascii") + b"\n"
 
 
 def manifest_checksum(data: bytes) -> str:

@@ -1,0 +1,71 @@
+"""Timing commands side by side: wall time, peak RSS of the process, output size."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Measurement:
+    label: str
+    seconds: float
+    peak_rss_mb: float
+    size_bytes: int | None = None
+    stdout: str = ""
+
+
+def run_timed(
+    label: str,
+    argv: Sequence[str] | str,
+    *,
+    env: dict[str, str] | None = None,
+    output: Path | None = None,
+    shell: bool = False,
+) -> Measurement:
+    """Run a command to completion; measure its wall time and its own peak RSS.
+
+    ``shell=True`` is for baselines that are pipelines (``tar | zstd``); the reported RSS is
+    then the shell's largest child as the kernel accounts it for the process tree's leader.
+    """
+    stdout = output.open("wb") if output is not None else subprocess.PIPE
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv if not shell else ["bash", "-o", "pipefail", "-c", str(argv)],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+    captured = b""
+    if proc.stdout is not None:
+        captured = proc.stdout.read()
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if output is not None and hasattr(stdout, "close"):
+        stdout.close()
+    if proc.returncode != 0:
+        shown = argv if isinstance(argv, str) else shlex.join(argv)
+        raise RuntimeError(f"{label}: {shown} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    size = output.stat().st_size if output is not None and output.exists() else None
+    return Measurement(label, seconds, usage.ru_maxrss / 1024, size, captured.decode())
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f} MB"
