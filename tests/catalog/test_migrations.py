@@ -157,3 +157,9 @@ def test_unreachable_catalog_is_a_database_error_without_the_password() -> None:
         upgrade("postgresql://clin:hunter2@127.0.0.1:1/catalog")
     assert "hunter2" not in caught.value.message
     assert "clin:***@127.0.0.1:1/catalog" in caught.value.message
+
+
+def test_schema_revision_constant_is_alembic_head() -> None:
+    from clinvault.catalog.db import SCHEMA_REVISION
+
+    assert head_revision() == SCHEMA_REVISION

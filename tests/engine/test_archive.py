@@ -12,7 +12,7 @@ import subprocess
 import tarfile
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -111,13 +111,25 @@ def _write(
     selections: list[str],
     codec: Codec,
     name: str = "files",
-    **options: object,
+    *,
+    frame_target: int = FRAME,
+    threads: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[Path, ArchiveResult]:
     plan = plan_files(root, selections)
     target = tmp_path / f"{name}.tar{suffix(codec)}"
-    options.setdefault("frame_target", FRAME)
     with target.open("wb") as sink:
-        result = write_files_archive(plan, sink, codec, None, **options)  # type: ignore[arg-type]
+        result = write_files_archive(
+            plan,
+            sink,
+            codec,
+            None,
+            frame_target=frame_target,
+            threads=threads,
+            on_progress=on_progress,
+            cancel=cancel,
+        )
     return target, result
 
 

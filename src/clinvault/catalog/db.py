@@ -19,13 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -33,6 +29,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from clinvault.errors import ConfigError, DatabaseError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest migration this version ships; a test keeps it equal to Alembic's head. Knowing
+# it lets a process start without importing Alembic when the catalog is already current.
+SCHEMA_REVISION: Final = "0001"
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 
@@ -149,6 +152,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
     With ``connection``, the migration environment runs on it (inside its transaction).
     """
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -158,6 +163,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest migration shipped with this version of ClinVault."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise ConfigError("no catalog migrations found")
@@ -166,6 +173,8 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The migration the catalog is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -177,11 +186,15 @@ def upgrade(target: Engine | str, revision: str = "head") -> None:
     processes (SQLite writer lock; a PostgreSQL advisory lock), so two instances starting at
     once do not both try to create the tables.
     """
+    from alembic import command
+
     _run_migration(target, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(target: Engine | str, revision: str) -> None:
     """Migrate the catalog down to ``revision`` (``"base"`` removes every table)."""
+    from alembic import command
+
     _run_migration(target, lambda config: command.downgrade(config, revision))
 
 
@@ -258,8 +271,19 @@ class Catalog:
             yield session
 
     def upgrade(self) -> None:
-        """Apply every pending migration (idempotent)."""
-        upgrade(self.engine)
+        """Apply every pending migration (idempotent; cheap when already current)."""
+        if self._recorded_revision() != SCHEMA_REVISION:
+            upgrade(self.engine)
+
+    def _recorded_revision(self) -> str | None:
+        """The revision in ``alembic_version``, read without Alembic; None if unreadable."""
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                versions = [row[0] for row in rows]
+        except sa.exc.DBAPIError:
+            return None
+        return versions[0] if len(versions) == 1 else None
 
     def current_revision(self) -> str | None:
         return current_revision(self.engine)

@@ -1,7 +1,8 @@
 """The files part of a bundle: a PAX tar of the selected file roots, compressed in frames.
 
-The tar is cut into independent zstd frames (or gzip members) whose boundaries fall between
-members, and the index records for every member the compressed offset of its frame. So:
+The tar is cut into independent zstd frames (or gzip members), never inside a header, and
+the index records for every member the compressed offset of the frame its header is in and
+where in that frame it starts. So:
 
 - any single file comes back by reading from its frame's offset and decompressing only up
   to the end of that member (granular restore never reads the whole part);
@@ -9,10 +10,12 @@ members, and the index records for every member the compressed offset of its fra
   concatenated zstd frames and gzip members decompress as one stream (disaster recovery
   needs nothing but the standard tools).
 
-Small members share a frame until it reaches ``frame_target`` raw bytes. A member bigger
-than that starts a new frame and is cut, as it is read, into frames no other member shares:
-its frame offset still leads to its header, and all frames are compressed the same way, in
-parallel, and written in order. File content is hashed as it is read.
+Small members share a frame until it reaches ``frame_target`` raw bytes, and frames end
+between members. A member bigger than that starts a new frame and is cut, as it is read,
+into frames of about ``frame_target`` that no other member shares: cutting it keeps memory
+bounded and lets its frames be compressed in parallel like all the others (one huge frame
+would leave all but one core idle). Frames are written in order; file content is hashed as
+it is read.
 
 The tar is reproducible: members in byte order of their names (parents first), uid and gid
 0, no user or group names, and the files' own modes and modification times (to the
@@ -226,7 +229,8 @@ def plan_files(files_root: Path, selections: Sequence[str]) -> FilePlan:
         _plan_selection(root, relative, found, warnings)
     items = tuple(PlannedItem(path, found[path]) for path in sorted(found, key=_sort_key))
     total = sum(item.stat.st_size for item in items if stat.S_ISREG(item.stat.st_mode))
-    return FilePlan(Path(files_root), items, total, tuple(warnings))
+    unique_warnings = tuple(dict.fromkeys(warnings))  # overlapping selections repeat them
+    return FilePlan(Path(files_root), items, total, unique_warnings)
 
 
 def _normalize_selection(selection: str) -> str:
@@ -258,15 +262,19 @@ def _plan_selection(
                 f"file selection {relative!r} goes through the symbolic link {parent!r}"
             )
         if parent_stat is None or not stat.S_ISDIR(parent_stat.st_mode):
-            warnings.append(f"file selection {relative!r} does not exist; nothing archived for it")
+            warnings.append(_missing_selection(relative))
             return
         parents.append((parent, parent_stat))
-    target = _lstat(root, relative) if relative else _lstat(root, "")
+    target = _lstat(root, relative)
     if target is None:
-        warnings.append(f"file selection {relative or '.'!r} does not exist; nothing archived")
+        warnings.append(_missing_selection(relative))
         return
     found.update(parents)
     _walk(root, relative, target, found, warnings)
+
+
+def _missing_selection(relative: str) -> str:
+    return f"file selection {relative or '.'!r} does not exist; nothing archived"
 
 
 def _full_path(root: str, relative: str) -> str:
@@ -338,6 +346,8 @@ def _list_dir(root: str, path: str, warnings: list[str]) -> list[tuple[str, os.s
         raise UnreadableFileError(
             f"cannot list the directory {path or '.'!r}: {exc.strerror}"
         ) from exc
+    # Largest first: the walk pops from the end, so it meets entries in archive order.
+    children.sort(key=lambda child: _sort_key(child[0]), reverse=True)
     return children
 
 
@@ -964,9 +974,10 @@ class _TarWalker:
                 break
         _apply_extensions(info, pax, long_name, long_link)
         info.offset, info.offset_data = start, reader.offset
-        has_data = info.isreg() or info.type not in tarfile.SUPPORTED_TYPES
-        self._content_end = reader.offset + (info.size if has_data else 0)
-        self._member_end = self._content_end + (-(self._content_end - reader.offset) % _BLOCK)
+        # Like tarfile: regular files and unknown types carry data, links and dirs do not.
+        data_size = info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
+        self._content_end = reader.offset + data_size
+        self._member_end = self._content_end + (-data_size % _BLOCK)
         return info
 
     def content(self) -> Iterator[bytes]:
