@@ -13,7 +13,17 @@ from alembic.runtime.migration import MigrationContext
 from clinvault.catalog import Base, Catalog, downgrade, head_revision, upgrade
 from clinvault.errors import DatabaseError
 
-CATALOG_TABLES = {"backups", "backup_schedules", "restore_operations", "audit_events"}
+CATALOG_TABLES = {
+    "backups",
+    "backup_schedules",
+    "restore_operations",
+    "audit_events",
+    "users",
+    "sessions",
+    "api_tokens",
+    "signatures",
+    "jobs",
+}
 
 
 def _tables(catalog: Catalog) -> set[str]:

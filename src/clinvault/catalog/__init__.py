@@ -17,6 +17,7 @@ from clinvault.catalog.db import (
     upgrade,
 )
 from clinvault.catalog.models import (
+    ApiToken,
     AuditEvent,
     AuditOutcome,
     Backup,
@@ -24,12 +25,19 @@ from clinvault.catalog.models import (
     BackupStatus,
     BackupType,
     Base,
+    Job,
+    JobStatus,
     RestoreOperation,
     RestoreStatus,
+    Role,
     Scope,
+    Signature,
+    User,
+    UserSession,
 )
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "AuditOutcome",
     "Backup",
@@ -38,9 +46,15 @@ __all__ = [
     "BackupType",
     "Base",
     "Catalog",
+    "Job",
+    "JobStatus",
     "RestoreOperation",
     "RestoreStatus",
+    "Role",
     "Scope",
+    "Signature",
+    "User",
+    "UserSession",
     "create_catalog_engine",
     "current_revision",
     "display_url",

@@ -287,3 +287,152 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class Role(StrEnum):
+    SYSTEM_ADMIN = "SYSTEM_ADMIN"
+    AUDITOR = "AUDITOR"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class User(Base):
+    """A person who may sign in: printed name, role, argon2id hash, lockout state."""
+
+    __tablename__ = "users"
+    __table_args__ = (sa.Index("ix_users_username", "username", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(sa.String(64))
+    full_name: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
+    failed_attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+
+
+class UserSession(Base):
+    """A signed-in browser session; only the SHA-256 of its cookie token is stored."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        sa.Index("ix_sessions_token_hash", "token_hash", unique=True),
+        sa.Index("ix_sessions_user_id", "user_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE")
+    )
+    token_hash: Mapped[str] = mapped_column(sa.String(64))
+    csrf_token: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    client_address: Mapped[str | None] = mapped_column(sa.String(128))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(512))
+
+
+class ApiToken(Base):
+    """A bearer token for automation; only its SHA-256 is stored, its prefix is shown."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        sa.Index("ix_api_tokens_token_hash", "token_hash", unique=True),
+        sa.Index("ix_api_tokens_user_id", "user_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("users.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(sa.String(255))
+    token_hash: Mapped[str] = mapped_column(sa.String(64))
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Signature(Base):
+    """An electronic signature (21 CFR 11.50): who, when, meaning, reason, and what exactly.
+
+    ``operation_hash`` is the SHA-256 of the canonical JSON of the signed operation, so a
+    signature cannot be carried over to another operation.
+    """
+
+    __tablename__ = "signatures"
+    __table_args__ = (
+        sa.Index("ix_signatures_user_id", "user_id"),
+        sa.Index("ix_signatures_target_type_target_id", "target_type", "target_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.Uuid, sa.ForeignKey("users.id", ondelete="RESTRICT")
+    )
+    printed_name: Mapped[str] = mapped_column(sa.String(255))
+    meaning: Mapped[str] = mapped_column(sa.String(64))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    operation_hash: Mapped[str] = mapped_column(sa.String(64))
+    operation: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    target_type: Mapped[str | None] = mapped_column(sa.String(64))
+    target_id: Mapped[str | None] = mapped_column(sa.String(255))
+
+
+class Job(Base):
+    """Long work run by a worker: state, progress and log lines, polled and streamed."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_status_created_at", "status", "created_at"),
+        sa.Index("ix_jobs_target_type_target_id", "target_type", "target_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "status"), default=JobStatus.PENDING)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    stage: Mapped[str | None] = mapped_column(sa.String(64))
+    percent: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    bytes_done: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    eta_seconds: Mapped[float | None] = mapped_column(sa.Float)
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    target_type: Mapped[str | None] = mapped_column(sa.String(64))
+    target_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_by: Mapped[str] = mapped_column(sa.String(255))
+    created_by_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=sa.func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
+    worker: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
