@@ -121,3 +121,24 @@ def test_snapshot_counts_ignore_rows_committed_later(trial_db: ConnInfo) -> None
             other.execute("INSERT INTO trial.lookup VALUES ('late')")
         counts = session.table_counts([TableRef("trial", "lookup")])
     assert counts == {"trial.lookup": 0}
+
+
+def test_nested_scope_counts_summed_from_inner_equal_direct_counts(trial_db: ConnInfo) -> None:
+    study_root = ScopeRoot("study", TableRef("trial", "protocol"))
+    org_root = ScopeRoot("organization", TableRef("trial", "sponsor"), label_column="ref")
+    link = ForeignKey(
+        "cfg", TableRef("trial", "note"), ("protocol_ref",), study_root.table, ("pid",)
+    )
+    with connect(trial_db) as db:
+        study = discover_scope(db, study_root, extra_links=[link])
+        org = discover_scope(db, org_root, extra_links=[link])
+    assert study is not None and org is not None
+    assert org.passes_through(TableRef("trial", "sample"), study)
+    assert org.passes_through(TableRef("trial", "protocol"), study)
+    assert not org.passes_through(TableRef("trial", "sponsor"), study)
+    with SnapshotSession.open(trial_db) as session:
+        study_counts = session.scope_counts(study)
+        direct = session.scope_counts(org)
+        summed = session.scope_counts(org, (study, study_counts))
+    assert summed == direct
+    assert summed["1"]["tables"]["trial.sample"] == 3

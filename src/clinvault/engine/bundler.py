@@ -47,7 +47,7 @@ from clinvault.engine.pginspect import (
 )
 from clinvault.engine.pgtools import PgToolkit
 from clinvault.engine.progress import ProgressTracker
-from clinvault.engine.scope import ForeignKey, TableRef
+from clinvault.engine.scope import ForeignKey, ScopeModel, TableRef
 from clinvault.errors import CancelledError, DatabaseError
 from clinvault.storage.base import Storage
 
@@ -220,14 +220,21 @@ class BundleWriter:
     def _scope_counts(
         self, session: SnapshotSession, source: DatabaseSource
     ) -> dict[str, ScopeCounts]:
-        scopes: dict[str, ScopeCounts] = {}
+        """Counts per scope key; a scope nested in another (studies in organizations) first."""
+        models = {}
         for root in source.scope_roots:
             model = discover_scope(session.connection, root, source.extra_links, source.exclude)
             if model is not None:
-                scopes[root.kind] = ScopeCounts(
-                    model=model.describe(), counts=session.scope_counts(model)
-                )
-        return scopes
+                models[root.kind] = model
+        order = sorted(models.values(), key=lambda m: len(m.paths))
+        counted: list[tuple[ScopeModel, dict[str, dict[str, Any]]]] = []
+        for model in order:
+            inner = next((c for c in counted if c[0].root in model.paths), None)
+            counted.append((model, session.scope_counts(model, inner)))
+        return {
+            model.kind: ScopeCounts(model=model.describe(), counts=counts)
+            for model, counts in counted
+        }
 
     def _files_part(self) -> None:
         source = self.spec.files

@@ -186,14 +186,48 @@ class SnapshotSession:
             counts[table.qualified] = int(row[0]) if row else 0
         return counts
 
-    def scope_counts(self, model: ScopeModel) -> dict[str, dict[str, Any]]:
-        """Per root key: its label and the rows each scope table holds for it."""
+    def scope_counts(
+        self,
+        model: ScopeModel,
+        inner: tuple[ScopeModel, dict[str, dict[str, Any]]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Per root key: its label and the rows each scope table holds for it.
+
+        With ``inner`` (a nested scope and its counts, e.g. studies within organizations),
+        tables that reach this root only through the inner root are summed from the inner
+        counts instead of scanned again: on a large database that halves the work.
+        """
         result: dict[str, dict[str, Any]] = {
             key: {"label": label, "tables": {}}
             for key, label in self._db.execute(model.labels_query())
         }
+        derived = [t for t in model.tables if inner and model.passes_through(t, inner[0])]
         for table in model.tables:
+            if table in derived:
+                continue
             for key, count in self._db.execute(model.count_query(table)):
                 entry = result.setdefault(key, {"label": None, "tables": {}})
                 entry["tables"][table.qualified] = int(count)
+        if inner is not None and derived:
+            self._sum_inner(model, inner, derived, result)
         return result
+
+    def _sum_inner(
+        self,
+        model: ScopeModel,
+        inner: tuple[ScopeModel, dict[str, dict[str, Any]]],
+        tables: list[TableRef],
+        result: dict[str, dict[str, Any]],
+    ) -> None:
+        inner_model, inner_counts = inner
+        pairs = self._db.execute(model.key_pairs_query(inner_model.root, inner_model.key_column))
+        owner = {str(inner_key): str(key) for inner_key, key in pairs}
+        for inner_key, entry in inner_counts.items():
+            key = owner.get(inner_key)
+            if key is None:
+                continue
+            target = result.setdefault(key, {"label": None, "tables": {}})["tables"]
+            for table in tables:
+                rows = entry["tables"].get(table.qualified)
+                if rows:
+                    target[table.qualified] = target.get(table.qualified, 0) + rows

@@ -91,6 +91,23 @@ class ScopeModel:
             "SELECT ({key})::text, count(*) FROM {src} WHERE {key} IS NOT NULL GROUP BY 1"
         ).format(key=key, src=from_clause)
 
+    def key_pairs_query(self, table: TableRef, column: str) -> sql.Composed:
+        """``(table.column, root key)`` for every row of ``table`` in any scope, as text."""
+        from_clause, key = self._from_clause(table)
+        return sql.SQL(
+            "SELECT (t0.{col})::text, ({key})::text FROM {src} WHERE {key} IS NOT NULL"
+        ).format(col=sql.Identifier(column), key=key, src=from_clause)
+
+    def passes_through(self, table: TableRef, inner: ScopeModel) -> bool:
+        """True when ``table`` reaches this root only by way of ``inner``'s root.
+
+        Then its rows per key of this scope are sums of its rows per key of ``inner``, and
+        need no query of their own.
+        """
+        if table not in self.paths or table not in inner.paths or inner.root not in self.paths:
+            return False
+        return self.paths[table] == inner.paths[table] + self.paths[inner.root]
+
     def select_query(self, table: TableRef, columns: Sequence[str] | None = None) -> sql.Composed:
         """The rows of ``table`` in scope; takes one parameter, a list of root keys as text."""
         from_clause, key = self._from_clause(table)
