@@ -8,7 +8,13 @@ import sys
 import typer
 
 from clinvault import __version__
-from clinvault.cli import admin_cmd, backup_cmd, demo_cmd
+from clinvault.cli import (
+    admin_cmd,
+    backup_cmd,
+    demo_cmd,
+    restore_cmd,
+    serve_cmd,
+)
 from clinvault.cli.common import err_console
 from clinvault.errors import ClinVaultError
 
@@ -19,11 +25,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(restore_cmd.app, name="restore")
 app.add_typer(admin_cmd.catalog_app, name="catalog")
 app.add_typer(admin_cmd.audit_app, name="audit")
 app.add_typer(admin_cmd.db_app, name="db")
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
+app.command("serve")(serve_cmd.serve)
 
 
 def _version(value: bool) -> None:
