@@ -122,6 +122,81 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
     report.check("peak RSS <= 300 MB (database)", cv.peak_rss_mb <= 300, f"{cv.peak_rss_mb:.0f} MB")
     report.data["database_backup_id"] = data["id"]
     (work / "db.raw.dump").unlink()
+    report.data["pg_dump_file"] = str(work / "db.gz.dump")
+
+
+def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -> None:
+    """pg_restore -j2 of a pg_dump -Fc dump, against ClinVault's full and one-study restore."""
+    conn = ctx.platform
+    backup_id = str(report.data["database_backup_id"])
+    with connect(conn.with_database("postgres")) as db:
+        major = server_facts(db).major
+        db.execute("DROP DATABASE IF EXISTS bench_pg_restore")
+        db.execute("CREATE DATABASE bench_pg_restore TEMPLATE template0")
+    pg_restore = str(ctx.toolkit.find("pg_restore", major).path)
+    env = {**os.environ, **conn.with_database("bench_pg_restore").libpq_env()}
+    base = run_timed(
+        "pg_restore -j2 (of pg_dump -Fc)",
+        [
+            pg_restore,
+            "-j",
+            "2",
+            "--exit-on-error",
+            "-d",
+            "bench_pg_restore",
+            str(work / "db.gz.dump"),
+        ],
+        env=env,
+    )
+    with connect(conn.with_database("postgres")) as db:
+        db.execute("DROP DATABASE bench_pg_restore")
+    full, _ = _clinvault(
+        "clinvault database restore",
+        home,
+        "restore",
+        "run",
+        backup_id,
+        "--scope",
+        "database",
+        "--no-safety-backup",
+        "--yes",
+    )
+    study_code = _first_study(ctx)
+    study, _ = _clinvault(
+        f"clinvault study restore ({study_code})",
+        home,
+        "restore",
+        "run",
+        backup_id,
+        "--study",
+        study_code,
+        "--no-safety-backup",
+        "--yes",
+    )
+    run_timed(
+        "drop checkpoints",
+        [CLI, "restore", "checkpoints", "drop", "--keep", "0", "--yes"],
+        env=_env(home),
+    )
+    report.add(base)
+    report.add(full, f"{full.seconds / base.seconds:.2f}x pg_restore -j2")
+    report.add(study, f"{study.seconds / full.seconds:.2f}x full restore")
+    report.check(
+        "database restore <= 1.15x pg_restore -j2",
+        full.seconds <= 1.15 * base.seconds,
+        f"{full.seconds / base.seconds:.2f}x",
+    )
+    report.check(
+        "study restore <= 0.5x full restore",
+        study.seconds <= 0.5 * full.seconds,
+        f"{study.seconds / full.seconds:.2f}x",
+    )
+
+
+def _first_study(ctx: ServiceContext) -> str:
+    with connect(ctx.platform) as db:
+        row = db.execute("SELECT code FROM studies ORDER BY id LIMIT 1").fetchone()
+    return str(row[0]) if row else "STU-0001"
 
 
 def bench_files(ctx: ServiceContext, home: Path, work: Path, report: Report) -> None:
@@ -169,9 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, default=Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
     )
-    parser.add_argument("--only", choices=["database", "files"], action="append")
+    parser.add_argument("--only", choices=["database", "files", "restore"], action="append")
     args = parser.parse_args(argv)
-    only = set(args.only or ["database", "files"])
+    only = set(args.only or ["database", "files", "restore"])
+    if "restore" in only:
+        only.add("database")
     home = args.dir.resolve() / f"scale-{args.scale:g}-files-{args.files_mb}"
     work = home / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -181,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     report.data.update(scale=args.scale, files_mb=args.files_mb, cpus=os.cpu_count())
     if "database" in only:
         bench_database(ctx, home, work, report)
+    if "restore" in only:
+        bench_restore(ctx, home, work, report)
     if "files" in only:
         bench_files(ctx, home, work, report)
     _reset_catalog(home)
