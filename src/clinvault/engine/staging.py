@@ -2,14 +2,14 @@
 
 ``pg_restore`` needs a seekable file to restore in parallel, so the dump part is
 decompressed into a staging file first; its raw SHA-256 is checked against the manifest as
-it is written, and the file only gets its final name when the check passes.
+it is written, and the file only gets its final name when the check passes. The file is a
+scratch copy, verified as it is written and useless after a crash, so it is not fsynced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -66,8 +66,6 @@ def stage_part(
                 raw.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         if stored.hexdigest() != part.sha256:
             raise IntegrityError(f"{part.name}: SHA-256 of the stored object does not match")
         if raw.hexdigest() != part.raw_sha256 or size != part.size:
