@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from clinvault import __version__
 from clinvault.api import problems
-from clinvault.api.routes import health
+from clinvault.api.routes import audit, auth, health, signatures, users
 from clinvault.config import Settings, get_settings
 from clinvault.services.context import ServiceContext
 
@@ -70,4 +70,8 @@ def create_app(context: ServiceContext | None = None, settings: Settings | None 
         return response
 
     app.include_router(health.router)
+    app.include_router(auth.router, prefix=API_PREFIX)
+    app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(signatures.router, prefix=API_PREFIX)
     return app

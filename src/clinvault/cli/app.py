@@ -14,6 +14,7 @@ from clinvault.cli import (
     demo_cmd,
     restore_cmd,
     serve_cmd,
+    users_cmd,
 )
 from clinvault.cli.common import err_console
 from clinvault.errors import ClinVaultError
@@ -29,6 +30,7 @@ app.add_typer(restore_cmd.app, name="restore")
 app.add_typer(admin_cmd.catalog_app, name="catalog")
 app.add_typer(admin_cmd.audit_app, name="audit")
 app.add_typer(admin_cmd.db_app, name="db")
+app.add_typer(users_cmd.app, name="users")
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)

@@ -1,14 +1,21 @@
-"""``clinvault demo-data`` and ``clinvault demo``: the sample clinical platform."""
+"""``clinvault demo-data`` and ``clinvault demo``: the sample clinical platform, demo users,
+and the API and UI serving them."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 import typer
 
+from clinvault.cli import serve_cmd
 from clinvault.cli.common import context, err_console, human_bytes, print_json
 from clinvault.demo import DemoSummary, create_platform, platform_exists
+from clinvault.errors import NotFoundError
+from clinvault.services.actor import Actor
+from clinvault.services.auth import AuthService
 from clinvault.services.context import ServiceContext
+from clinvault.services.identity import Role
 
 
 def _create(ctx: ServiceContext, scale: float, files_mb: int | None, seed: int) -> DemoSummary:
@@ -90,8 +97,46 @@ def demo(
     scale: Annotated[
         float, typer.Option(help="Scale of the sample data when it is created.")
     ] = 1.0,
+    host: Annotated[str, typer.Option(help="Address to serve the API and UI on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8400,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the API and UI afterwards.")
+    ] = True,
 ) -> None:
-    """Run ClinVault on the sample platform, creating it first when absent."""
+    """Run ClinVault on the sample platform: sample data and demo users when absent, then
+    the API and UI on --host/--port."""
     ctx = context()
     summary = None if platform_exists(ctx.platform) else _create(ctx, scale, None, 42)
     typer.echo(_describe(ctx, summary))
+    typer.echo("")
+    for username, full_name, role in DEMO_USERS:
+        typer.echo(_ensure_user(ctx, username, full_name, role))
+    if serve:
+        typer.echo(f"\nServing the API and UI on http://{host}:{port}/ (API docs at /api/docs)")
+        serve_cmd.serve(host=host, port=port)
+
+
+DEMO_USERS = (
+    ("admin", "Demo Administrator", Role.SYSTEM_ADMIN),
+    ("auditor", "Demo Auditor", Role.AUDITOR),
+)
+
+
+def _ensure_user(ctx: ServiceContext, username: str, full_name: str, role: Role) -> str:
+    """Create a demo user once, with a random password shown only at creation."""
+    auth = AuthService(ctx)
+    try:
+        auth.get_user_by_username(username)
+    except NotFoundError:
+        password = secrets.token_urlsafe(15)
+        auth.create_user(
+            username, full_name, role, password, Actor.command_line(), reason="clinvault demo"
+        )
+        return (
+            f"created {role.value} user {username!r} with password {password}\n"
+            "  (shown once: note it now)"
+        )
+    return (
+        f"user {username!r} exists; to set a new password: "
+        f"clinvault users reset-password {username}"
+    )
