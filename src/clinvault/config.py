@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     drill_timezone: str = "UTC"
     # GET /metrics without authentication (the Prometheus convention).
     metrics_public: bool = True
+    # The built admin UI (default: frontend/dist of the source checkout).
+    ui_dir: Path | None = None
 
     @field_validator("staging_dir", "restore_work_dir", mode="after")
     @classmethod

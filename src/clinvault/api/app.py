@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from clinvault import __version__
-from clinvault.api import problems
-from clinvault.api.routes import audit, auth, health, signatures, users
+from clinvault.api import problems, static
+from clinvault.api.middleware import RequestIdMiddleware
+from clinvault.api.routes import audit, auth, backups, health, jobs, restore, signatures, users
+from clinvault.api.routes import metrics as metrics_routes
+from clinvault.api.routes import schedules as schedule_routes
 from clinvault.config import Settings, get_settings
 from clinvault.services.context import ServiceContext
+from clinvault.services.jobs import JobRunner
 
 API_PREFIX = "/api/v1"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 DESCRIPTION = """
 Backup and restore for a regulated clinical platform (PostgreSQL and study files).
@@ -29,8 +30,17 @@ Errors are `application/problem+json`.
 """
 
 
-def create_app(context: ServiceContext | None = None, settings: Settings | None = None) -> FastAPI:
-    """Build the app around ``context`` (or one made from ``settings``)."""
+def create_app(
+    context: ServiceContext | None = None,
+    settings: Settings | None = None,
+    *,
+    job_workers: int = 2,
+) -> FastAPI:
+    """Build the app around ``context`` (or one made from ``settings``).
+
+    ``job_workers`` threads run queued jobs while the app is up (0: this instance only
+    queues them, for another to run).
+    """
     ctx = context or ServiceContext(settings or get_settings())
 
     @asynccontextmanager
@@ -57,21 +67,25 @@ def create_app(context: ServiceContext | None = None, settings: Settings | None 
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     problems.install(app)
+    if job_workers > 0:
+        runner = JobRunner(ctx, workers=job_workers)
+        app.state.job_runner = runner
+        app.state.startup_hooks.append(runner.start)
+        app.state.shutdown_hooks.append(runner.stop)
 
-    @app.middleware("http")
-    async def request_ids(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(signatures.router, prefix=API_PREFIX)
+    # Before backups: /backup/schedules must not be taken for /backup/{backup_id}.
+    app.include_router(schedule_routes.router, prefix=API_PREFIX)
+    app.include_router(backups.router, prefix=API_PREFIX)
+    app.include_router(restore.router, prefix=API_PREFIX)
+    app.include_router(jobs.router, prefix=API_PREFIX)
+    schedule_routes.install_scheduler(app, ctx)
+    static.install(app)  # the admin UI at /, for paths no route matched
     return app

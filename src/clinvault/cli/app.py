@@ -13,6 +13,7 @@ from clinvault.cli import (
     backup_cmd,
     demo_cmd,
     restore_cmd,
+    schedule_cmd,
     serve_cmd,
     users_cmd,
 )
@@ -31,6 +32,10 @@ app.add_typer(admin_cmd.catalog_app, name="catalog")
 app.add_typer(admin_cmd.audit_app, name="audit")
 app.add_typer(admin_cmd.db_app, name="db")
 app.add_typer(users_cmd.app, name="users")
+app.add_typer(schedule_cmd.schedule_app, name="schedule")
+app.add_typer(schedule_cmd.retention_app, name="retention")
+app.add_typer(schedule_cmd.drill_app, name="drill")
+app.add_typer(schedule_cmd.notify_app, name="notify")
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)

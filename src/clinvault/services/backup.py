@@ -26,6 +26,7 @@ from clinvault.engine.progress import ProgressCallback, ProgressTracker
 from clinvault.engine.scope import TableRef
 from clinvault.errors import ClinVaultError, ConflictError, InvalidInputError
 from clinvault.services.actor import Actor
+from clinvault.services.capacity import check_free_space
 from clinvault.services.context import ServiceContext
 from clinvault.services.processes import current_worker
 from clinvault.services.restore_ops import restore_running
@@ -76,6 +77,7 @@ class BackupService:
         """Take a backup; returns its completed catalog record or raises, leaving no bundle."""
         started = datetime.now(UTC)
         plan = self._plan(request, started)
+        check_free_space(self.ctx, request.type, request.scope, plan.scope_keys)
         backup_id = uuid.uuid4()
         row = self._open_record(backup_id, request, plan, actor, started)
         self.ctx.audit.record(
