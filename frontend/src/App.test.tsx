@@ -137,3 +137,40 @@ describe("backup wizard", () => {
     expect(create?.headers.get("X-CSRF-Token")).toBe("c");
   });
 });
+
+describe("schedule dialog", () => {
+  test("shows the retention dry run of the saved rules: what goes and why each backup stays", async () => {
+    const user = userEvent.setup();
+    const schedule = { id: "s1", name: "nightly", backup_type: "full", scope: "all", scope_ids: [], is_active: true, cron_expression: "0 2 * * *", timezone: "UTC", retention_days: 30, keep_rules: { keep_last: 2 }, compression: "zstd", compression_level: null, last_run_at: null, next_run_at: "2026-11-28T02:00:00Z", last_status: null, created_by: "Ada Admin", created_at: "2026-11-01T00:00:00Z", updated_at: "2026-11-01T00:00:00Z" };
+    const decision = (id: string, name: string, action: string, reasons: string[]) => ({ backup_id: id, name, type: "full", created_at: "2026-10-01T02:00:00Z", group: "schedule:nightly", action, reasons });
+    const api = mockApi({
+      "GET /api/v1/auth/me": { ...ADMIN, via: "session", csrf_token: "c" },
+      "GET /api/v1/jobs": { items: [], total: 0, page: 1, page_size: 1 },
+      "GET /api/v1/backup/list": { items: [], total: 0, page: 1, page_size: 1, pages: 0 },
+      "GET /api/v1/backup/schedules": [schedule],
+      "GET /api/v1/backup/schedules/preview": { cron: "0 2 * * *", timezone: "UTC", runs: [] },
+      "POST /api/v1/retention/run": {
+        dry_run: true,
+        ran_at: "2026-11-27T10:00:00Z",
+        schedule_id: "s1",
+        deleted: ["00000000-0000-0000-0000-000000000002"],
+        kept: 1,
+        errors: [],
+        decisions: [
+          decision("00000000-0000-0000-0000-000000000001", "full-recent", "keep", ["keep_last 2"]),
+          decision("00000000-0000-0000-0000-000000000002", "full-old", "delete", ["older than 30 days and no rule keeps it"]),
+        ],
+      },
+    });
+    history.replaceState(null, "", "/schedules");
+    render(<App />);
+    await user.click(await screen.findByRole("button", { name: "Edit nightly" }));
+    await user.click(await screen.findByRole("button", { name: /Dry run/ }));
+    expect(await screen.findByText(/1 backup\(s\) would be deleted, 1 kept/)).toBeInTheDocument();
+    expect(screen.getByText(/full-old/)).toHaveTextContent("older than 30 days and no rule keeps it");
+    expect(screen.getByText(/full-recent/)).toHaveTextContent("keep_last 2");
+    const call = api.calls.find((c) => c.path === "/api/v1/retention/run");
+    expect(call?.body).toEqual({ dry_run: true, schedule_id: "s1" });
+    expect(call?.headers.get("X-CSRF-Token")).toBe("c");
+  });
+});

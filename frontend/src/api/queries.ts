@@ -17,6 +17,7 @@ import type {
   RestoreHistoryPage,
   RestorePreview,
   RestorePreviewIn,
+  RetentionReport,
   Schedule,
   ScheduleIn,
   SignatureIn,
@@ -169,6 +170,13 @@ export function useRestoreHistory(offset: number, limit: number, enabled = true)
 
 export function previewCron(cron: string, timezone: string, count = 5): Promise<CronPreview> {
   return unwrap<CronPreview>(api.GET("/api/v1/backup/schedules/preview", { params: { query: { cron, timezone, count } } }));
+}
+
+/** What the schedule's saved retention rules would delete now, and why each backup stays. */
+export function previewRetention(scheduleId: string): Promise<RetentionReport> {
+  return unwrap<RetentionReport>(
+    api.POST("/api/v1/retention/run", { body: { dry_run: true, schedule_id: scheduleId } }),
+  );
 }
 
 export function useSchedules() {

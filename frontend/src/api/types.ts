@@ -45,3 +45,4 @@ export type Schedule = S["ScheduleOut"];
 export type ScheduleIn = S["ScheduleIn"];
 export type ScheduleUpdate = S["ScheduleUpdateIn"];
 export type CronPreview = S["PreviewOut"];
+export type RetentionReport = S["RetentionOut"];

@@ -1,8 +1,8 @@
 import { useEffect, useState } from "react";
 import { useForm } from "react-hook-form";
 import { ApiError } from "../api/client";
-import { deleteSchedule, previewCron, saveSchedule, toggleSchedule, useScheduleMutation, useSchedules } from "../api/queries";
-import type { CronPreview, Schedule, ScheduleIn } from "../api/types";
+import { deleteSchedule, previewCron, previewRetention, saveSchedule, toggleSchedule, useScheduleMutation, useSchedules } from "../api/queries";
+import type { CronPreview, RetentionReport, Schedule, ScheduleIn } from "../api/types";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { Dialog } from "../components/Dialog";
 import { EmptyState, ErrorBox, Loading, PageHeader, StatusBadge, Time } from "../components/ui";
@@ -292,6 +292,7 @@ function ScheduleDialog({ schedule, onClose }: { schedule: Schedule | null; onCl
               </div>
             ))}
           </div>
+          {schedule && <RetentionDryRun scheduleId={schedule.id} />}
         </fieldset>
         <div className="row">
           <div className="field">
@@ -308,5 +309,50 @@ function ScheduleDialog({ schedule, onClose }: { schedule: Schedule | null; onCl
         <ErrorBox error={save.error} title="Not saved" />
       </form>
     </Dialog>
+  );
+}
+
+/** A dry run of the saved rules: which backups would go now, and why each one stays. */
+function RetentionDryRun({ scheduleId }: { scheduleId: string }) {
+  const [report, setReport] = useState<RetentionReport | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  async function run() {
+    setBusy(true);
+    setError(null);
+    try {
+      setReport(await previewRetention(scheduleId));
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <div className="retention-dry-run">
+      <button type="button" className="secondary" onClick={run} disabled={busy}>
+        {busy ? "Checking…" : "Dry run: what would the saved rules delete now?"}
+      </button>
+      <ErrorBox error={error} title="Dry run failed" />
+      {report && (
+        <div aria-live="polite">
+          <p className="hint">
+            {report.deleted.length === 0
+              ? `Nothing would be deleted; ${report.kept} backup(s) kept.`
+              : `${report.deleted.length} backup(s) would be deleted, ${report.kept} kept.`}{" "}
+            Saved rules only: save the dialog first to try new values.
+          </p>
+          {report.decisions.length > 0 && (
+            <ul className="retention-decisions">
+              {report.decisions.map((d) => (
+                <li key={d.backup_id}>
+                  <strong>{d.action === "delete" ? "Delete" : "Keep"}</strong> {d.name} ({formatTime(d.created_at)}): {d.reasons.join("; ")}
+                </li>
+              ))}
+            </ul>
+          )}
+        </div>
+      )}
+    </div>
   );
 }
