@@ -244,7 +244,9 @@ def checkpoints_drop(
     keep: Annotated[
         int | None, typer.Option(help="Drop all but the newest N (default: the setting).")
     ] = None,
-    yes: YesOption = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: a dropped checkpoint cannot be brought back.")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Drop checkpoints (the renamed databases and old trees); each drop is audited."""
