@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import uuid
@@ -60,9 +61,9 @@ def test_full_backup_completes_verifies_and_records_exact_counts(platform: Platf
     assert row.file_size_compressed is not None and row.file_size_bytes is not None
     assert row.file_size_compressed < row.file_size_bytes
     assert reports and reports[-1].percent == 100.0
-    assert {r.stage for r in reports} >= {"database", "files"} or any(
-        "+" in r.stage for r in reports
-    )
+    stages = {part for r in reports for part in r.stage.split("+")}
+    assert {"database", "files", "audit", "finalize"} <= stages
+    assert all(a.bytes_done <= b.bytes_done for a, b in itertools.pairwise(reports))
 
     report = VerifyService(ctx).verify(row.id, ACTOR)
     assert report.ok, report.problems

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -101,7 +101,20 @@ class _Parts:
             self.parts.append(part)
 
 
-def _part_info(kind: str, codec: Codec, level: int, result: StreamResult) -> PartInfo:
+class _Digests(Protocol):
+    """What every part writer reports: sizes and hashes, stored and decompressed."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def compressed_size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def raw_sha256(self) -> str: ...
+
+
+def _part_info(kind: str, codec: Codec, level: int, result: _Digests) -> PartInfo:
     return PartInfo(
         name=bundle.part_name(kind, codec),
         kind=kind,
@@ -162,10 +175,11 @@ class BundleWriter:
             if any(f.exception() is not None for f in done):
                 self.cancel.set()
             wait(futures)
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        real = [e for e in errors if not isinstance(e, CancelledError)]
-        if real or errors:
-            raise (real or errors)[0]  # type: ignore[misc]
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            # The part that failed first is the cause; the other part was only cancelled.
+            errors.sort(key=lambda e: isinstance(e, CancelledError))
+            raise errors[0]
 
     def _database_part(self) -> None:
         try:
@@ -254,18 +268,7 @@ class BundleWriter:
                 cancel=self.cancel,
             )
         self.tracker.finish("files")
-        self._out.add(
-            PartInfo(
-                name=name,
-                kind="files",
-                codec=self.spec.codec,
-                level=self.spec.level,
-                size=result.size,
-                compressed_size=result.compressed_size,
-                sha256=result.sha256,
-                raw_sha256=result.raw_sha256,
-            )
-        )
+        self._out.add(_part_info("files", self.spec.codec, self.spec.level, result))
         entries = [{**e.to_json(), "part": name} for e in result.entries]
         with self._out.lock:
             self._out.source["files_root"] = str(source.root)
