@@ -3,6 +3,9 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 export UV_LINK_MODE := copy
+# Installed the way pip installs: byte-compiled, so no process pays for compiling at start-up
+# (PYTHONDONTWRITEBYTECODE would otherwise make every run compile every module again).
+export UV_COMPILE_BYTECODE := 1
 # In CI the browser tests must run; locally they are skipped when Chromium is missing.
 E2E_REQUIRED := $(if $(CI),1,)
 FRONTEND_SRC := $(shell find frontend/src frontend/public -type f 2>/dev/null) \
@@ -15,6 +18,7 @@ setup: .venv/bin/clinvault
 .venv/bin/clinvault: pyproject.toml uv.lock
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
 	$(UV) sync --frozen
+	$(PY) -m compileall -q src
 	@touch $@
 
 frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
@@ -56,6 +60,7 @@ format: setup
 	.venv/bin/ruff check --fix src tests bench scripts
 
 bench: setup
+	$(PY) -m compileall -q src bench
 	$(PY) -m bench.run
 
 clean:

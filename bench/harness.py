@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import statistics
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -18,6 +19,20 @@ class Measurement:
     peak_rss_mb: float
     size_bytes: int | None = None
     stdout: str = ""
+    samples: tuple[float, ...] = ()
+
+
+def median_of(runs: int, measure: Callable[[], Measurement]) -> Measurement:
+    """``measure`` run ``runs`` times: the median time, the largest peak RSS, and every time
+    in ``samples`` (one run of a shared 2-core machine can be off by a third either way)."""
+    results = [measure() for _ in range(max(1, runs))]
+    times = tuple(m.seconds for m in results)
+    return replace(
+        results[-1],
+        seconds=statistics.median(times),
+        peak_rss_mb=max(m.peak_rss_mb for m in results),
+        samples=times,
+    )
 
 
 def run_timed(
@@ -29,6 +44,9 @@ def run_timed(
     shell: bool = False,
 ) -> Measurement:
     """Run a command to completion; measure its wall time and its own peak RSS.
+
+    The time ends when the process does; the data it wrote is then synced to disk untimed,
+    so the baselines, which never fsync, are not charged for it either.
 
     ``shell=True`` is for baselines that are pipelines (``tar | zstd``); the reported RSS is
     then the shell's largest child as the kernel accounts it for the process tree's leader.
@@ -47,6 +65,8 @@ def run_timed(
     err = proc.stderr.read() if proc.stderr is not None else b""
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    # Untimed: what this run left for the kernel to write out is not the next one's cost.
+    os.sync()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if output is not None and hasattr(stdout, "close"):
         stdout.close()

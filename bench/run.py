@@ -14,10 +14,11 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import Measurement, mb, run_timed, table
+from bench.harness import Measurement, mb, median_of, run_timed, table
 from clinvault.config import Settings
 from clinvault.demo import platform_exists
 from clinvault.engine.pginspect import connect, server_facts
@@ -41,6 +42,7 @@ class Report:
         )
         self.data[m.label] = {
             "seconds": m.seconds,
+            "samples": list(m.samples),
             "size": m.size_bytes,
             "peak_rss_mb": m.peak_rss_mb,
         }
@@ -62,9 +64,28 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+RUNS = 3
+
+
 def _clinvault(label: str, home: Path, *args: str) -> tuple[Measurement, dict[str, object]]:
     m = run_timed(label, [CLI, *args, "--json"], env=_env(home))
     return m, json.loads(m.stdout)
+
+
+def _clinvault_median(
+    label: str, home: Path, *args: str, between: Callable[[], None] | None = None
+) -> tuple[Measurement, dict[str, object]]:
+    """The median of RUNS runs, and the JSON the last one printed."""
+    printed: list[dict[str, object]] = []
+
+    def once() -> Measurement:
+        if between is not None and printed:
+            between()
+        m, data = _clinvault(label, home, *args)
+        printed.append(data)
+        return m
+
+    return median_of(RUNS, once), printed[-1]
 
 
 def prepare(home: Path, scale: float, files_mb: int) -> ServiceContext:
@@ -93,11 +114,17 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
     # Warm the cache so every contestant reads the same hot pages.
     run_timed("warm-up", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "warm.dump")
     (work / "warm.dump").unlink()
-    gz = run_timed("pg_dump -Fc", [pg_dump, "-Fc"], env=env, output=work / "db.gz.dump")
-    raw = run_timed(
-        "pg_dump -Fc -Z0", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "db.raw.dump"
+    gz = median_of(
+        RUNS,
+        lambda: run_timed("pg_dump -Fc", [pg_dump, "-Fc"], env=env, output=work / "db.gz.dump"),
     )
-    cv, data = _clinvault(
+    raw = median_of(
+        RUNS,
+        lambda: run_timed(
+            "pg_dump -Fc -Z0", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "db.raw.dump"
+        ),
+    )
+    cv, data = _clinvault_median(
         "clinvault database backup", home, "backup", "create", "--type", "database"
     )
     cv = Measurement(cv.label, cv.seconds, cv.peak_rss_mb, int(data["file_size_compressed"]))  # type: ignore[arg-type]
@@ -131,26 +158,42 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
     backup_id = str(report.data["database_backup_id"])
     with connect(conn.with_database("postgres")) as db:
         major = server_facts(db).major
-        db.execute("DROP DATABASE IF EXISTS bench_pg_restore")
-        db.execute("CREATE DATABASE bench_pg_restore TEMPLATE template0")
     pg_restore = str(ctx.toolkit.find("pg_restore", major).path)
     env = {**os.environ, **conn.with_database("bench_pg_restore").libpq_env()}
-    base = run_timed(
-        "pg_restore -j2 (of pg_dump -Fc)",
-        [
-            pg_restore,
-            "-j",
-            "2",
-            "--exit-on-error",
-            "-d",
-            "bench_pg_restore",
-            str(work / "db.gz.dump"),
-        ],
-        env=env,
-    )
+
+    def fresh_target() -> None:
+        with connect(conn.with_database("postgres")) as db:
+            db.execute("DROP DATABASE IF EXISTS bench_pg_restore")
+            db.execute("CREATE DATABASE bench_pg_restore TEMPLATE template0")
+
+    def pg_restore_once() -> Measurement:
+        fresh_target()
+        return run_timed(
+            "pg_restore -j2 (of pg_dump -Fc)",
+            [
+                pg_restore,
+                "-j",
+                "2",
+                "--exit-on-error",
+                "-d",
+                "bench_pg_restore",
+                str(work / "db.gz.dump"),
+            ],
+            env=env,
+        )
+
+    base = median_of(RUNS, pg_restore_once)
     with connect(conn.with_database("postgres")) as db:
         db.execute("DROP DATABASE bench_pg_restore")
-    full, _ = _clinvault(
+
+    def drop_checkpoints() -> None:
+        run_timed(
+            "drop checkpoints",
+            [CLI, "restore", "checkpoints", "drop", "--keep", "0", "--yes"],
+            env=_env(home),
+        )
+
+    full, _ = _clinvault_median(
         "clinvault database restore",
         home,
         "restore",
@@ -160,9 +203,11 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
         "database",
         "--no-safety-backup",
         "--yes",
+        between=drop_checkpoints,
     )
+    drop_checkpoints()
     study_code = _first_study(ctx)
-    study, _ = _clinvault(
+    study, _ = _clinvault_median(
         f"clinvault study restore ({study_code})",
         home,
         "restore",
@@ -173,11 +218,7 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
         "--no-safety-backup",
         "--yes",
     )
-    run_timed(
-        "drop checkpoints",
-        [CLI, "restore", "checkpoints", "drop", "--keep", "0", "--yes"],
-        env=_env(home),
-    )
+    drop_checkpoints()
     report.add(base)
     report.add(full, f"{full.seconds / base.seconds:.2f}x pg_restore -j2")
     report.add(study, f"{study.seconds / full.seconds:.2f}x full restore")
@@ -206,13 +247,18 @@ def bench_files(ctx: ServiceContext, home: Path, work: Path, report: Report) -> 
     tgz = run_timed(
         "tar czf", f"tar -czf - -C '{root}' {roots}", shell=True, output=work / "files.tgz"
     )
-    tzst = run_timed(
-        "tar | zstd -3 -T2",
-        f"tar -cf - -C '{root}' {roots} | zstd -3 -T2 -q -c",
-        shell=True,
-        output=work / "files.tar.zst",
+    tzst = median_of(
+        RUNS,
+        lambda: run_timed(
+            "tar | zstd -3 -T2",
+            f"tar -cf - -C '{root}' {roots} | zstd -3 -T2 -q -c",
+            shell=True,
+            output=work / "files.tar.zst",
+        ),
     )
-    cv, data = _clinvault("clinvault files backup", home, "backup", "create", "--type", "files")
+    cv, data = _clinvault_median(
+        "clinvault files backup", home, "backup", "create", "--type", "files"
+    )
     cv = Measurement(cv.label, cv.seconds, cv.peak_rss_mb, int(data["file_size_compressed"]))  # type: ignore[arg-type]
     report.data["files_bytes"] = data["file_size_bytes"]
     report.add(tgz)
@@ -245,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, default=Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
     )
     parser.add_argument("--only", choices=["database", "files", "restore"], action="append")
+    parser.add_argument(
+        "--runs", type=int, default=int(os.environ.get("BENCH_RUNS", RUNS)), help="median of"
+    )
     args = parser.parse_args(argv)
+    global RUNS
+    RUNS = max(1, args.runs)
     only = set(args.only or ["database", "files", "restore"])
     if "restore" in only:
         only.add("database")

@@ -181,7 +181,9 @@ class ArchiveResult:
     size: int  # uncompressed tar bytes
     compressed_size: int
     sha256: str  # of the compressed object
-    raw_sha256: str  # of the uncompressed tar
+    # Not computed for new archives: every member carries its own SHA-256 and every frame a
+    # checksum, so a hash of the whole tar would only cost a third pass over the data.
+    raw_sha256: str | None
     file_count: int
     dir_count: int
     symlink_count: int
@@ -789,7 +791,6 @@ class _Writer:
         self._sink = sink
         self._on_progress = on_progress
         self._reported = 0
-        self.raw_hash = hashlib.sha256()
         self.out_hash = hashlib.sha256()
         self.size = 0
         self.compressed_size = 0
@@ -809,7 +810,6 @@ class _Writer:
 
     def _write_frame(self, frame: _Frame) -> None:
         self.frame_offsets.append(self.compressed_size)
-        self.raw_hash.update(frame.raw)
         self.size += len(frame.raw)
         out = frame.compressed.result()
         self.out_hash.update(out)
@@ -873,7 +873,7 @@ def _result(writer: _Writer, done: _Done) -> ArchiveResult:
         size=writer.size,
         compressed_size=writer.compressed_size,
         sha256=writer.out_hash.hexdigest(),
-        raw_sha256=writer.raw_hash.hexdigest(),
+        raw_sha256=None,
         file_count=kinds.count("file"),
         dir_count=kinds.count("dir"),
         symlink_count=kinds.count("symlink"),

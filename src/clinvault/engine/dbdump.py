@@ -17,10 +17,12 @@ from psycopg import sql
 from clinvault.engine.compression import Codec, StreamCompressor, StreamResult
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pgtools import PgTool, open_tool
+from clinvault.engine.readahead import read_pipe
 from clinvault.engine.scope import TableRef
 from clinvault.storage.base import ObjectWriter
 
 _CHUNK = 1 << 20
+_READ_AHEAD = 32  # chunks: pg_dump runs on while a slow moment of compression passes
 
 
 def estimate_dump_bytes(db: psycopg.Connection[Any], tables: list[TableRef]) -> int:
@@ -60,11 +62,7 @@ def dump_database(
     with open_tool(
         tool, dump_args(snapshot), conn, read_stdout=True, timeout=timeout, cancel=cancel
     ) as process:
-        stdout = process.stdout
-        while True:
-            chunk = stdout.read(_CHUNK)
-            if not chunk:
-                break
+        for chunk in read_pipe(process.stdout, _CHUNK, _READ_AHEAD):
             compressor.write(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))

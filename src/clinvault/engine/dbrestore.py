@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
+from clinvault.engine.parallel_load import SectionPlan, load_table_data, write_list
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import connect, server_facts, user_tables
 from clinvault.engine.pgtools import PgTool, open_tool
@@ -183,9 +184,17 @@ def _dbname_conninfo(name: str) -> str:
 
 
 def restore_args(
-    database: str, dump: Path, *, jobs: int, in_place: bool, keep_owners: bool = True
+    database: str,
+    dump: Path,
+    *,
+    jobs: int,
+    in_place: bool,
+    keep_owners: bool = True,
+    list_file: Path | None = None,
 ) -> list[str]:
     args = ["--exit-on-error", "--no-password", f"--dbname={_dbname_conninfo(database)}"]
+    if list_file is not None:
+        args.append(f"--use-list={list_file}")
     if in_place:
         args += ["--clean", "--if-exists", "--single-transaction"]
     elif jobs > 1:
@@ -210,6 +219,68 @@ def restore_dump(
     """Run ``pg_restore`` of the staged ``dump`` into ``conn``'s database; stops at the first
     error (``ToolError`` with its message). In place, it is one transaction."""
     args = restore_args(conn.database, dump, jobs=jobs, in_place=in_place, keep_owners=keep_owners)
+    with open_tool(tool, args, conn, timeout=timeout, cancel=cancel):
+        pass
+
+
+def restore_dump_parallel(
+    tool: PgTool,
+    conn: ConnInfo,
+    dump: Path,
+    *,
+    jobs: int,
+    keep_owners: bool = True,
+    timeout: float = 6 * 3600.0,
+    cancel: threading.Event | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Restore the staged ``dump`` into ``conn``'s (new, empty) database with the table rows
+    loaded over ``jobs`` connections at once (see ``parallel_load``): the schema, then the
+    rows, then everything else with ``pg_restore --jobs``. The list files go beside the dump.
+    """
+    plan = SectionPlan.of(tool, dump)
+    if plan.schema:
+        _restore_listed(
+            tool, conn, dump, "schema.list", plan.schema, 1, keep_owners, timeout, cancel
+        )
+    if plan.table_data:
+        data_list = write_list(dump.with_name("data.list"), plan.table_data)
+        load_table_data(
+            tool,
+            dump,
+            conn,
+            data_list,
+            jobs=jobs,
+            on_bytes=on_bytes,
+            cancel=cancel,
+            timeout=timeout,
+        )
+    if plan.rest:
+        _restore_listed(
+            tool, conn, dump, "rest.list", plan.rest, jobs, keep_owners, timeout, cancel
+        )
+
+
+def _restore_listed(
+    tool: PgTool,
+    conn: ConnInfo,
+    dump: Path,
+    list_name: str,
+    lines: list[str],
+    jobs: int,
+    keep_owners: bool,
+    timeout: float,
+    cancel: threading.Event | None,
+) -> None:
+    list_file = write_list(dump.with_name(list_name), lines)
+    args = restore_args(
+        conn.database,
+        dump,
+        jobs=jobs,
+        in_place=False,
+        keep_owners=keep_owners,
+        list_file=list_file,
+    )
     with open_tool(tool, args, conn, timeout=timeout, cancel=cancel):
         pass
 

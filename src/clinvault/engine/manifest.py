@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -66,7 +67,8 @@ class PartInfo(_Model):
     size: int
     compressed_size: int
     sha256: str
-    raw_sha256: str
+    # Of the decompressed content; None for a files part, whose members carry their own.
+    raw_sha256: str | None = None
 
 
 class ScopeCounts(_Model):
@@ -122,8 +124,22 @@ class Manifest(_Model):
 def dump_manifest(manifest: Manifest) -> bytes:
     """Canonical bytes of the manifest: key order fixed, so equal manifests hash equal."""
     data = manifest.model_dump(mode="json")
-    # ASCII-only: names that are not valid UTF-8 travel as \udcXX escapes and come back intact.
-    return json.dumps(data, sort_keys=True, ensure_ascii=True, indent=1).encode("ascii") + b"\n"
+    files = data.get("files")
+    entries = files.get("entries") if isinstance(files, dict) else None
+    if not entries:
+        # ASCII-only: names that are not valid UTF-8 travel as \udcXX escapes, intact.
+        text = json.dumps(data, sort_keys=True, ensure_ascii=True, indent=1)
+    else:
+        # The file index gets one line per member, from the C encoder: an indented dump goes
+        # through the pure-Python encoder, which takes seconds for a tree of many files.
+        assert isinstance(files, dict)
+        marker = f"entries-{uuid.uuid4().hex}"
+        files["entries"] = marker
+        text = json.dumps(data, sort_keys=True, ensure_ascii=True, indent=1)
+        compact = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(", ", ": "))
+        lines = ",\n   ".join(compact.encode(entry) for entry in entries)
+        text = text.replace(f'"{marker}"', f"[\n   {lines}\n  ]", 1)
+    return text.encode("ascii") + b"\n"
 
 
 def manifest_checksum(data: bytes) -> str:

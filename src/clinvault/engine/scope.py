@@ -16,6 +16,8 @@ from typing import Any
 
 from psycopg import sql
 
+_ROWS = "clinvault_rows"
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class TableRef:
@@ -63,10 +65,23 @@ class ScopeModel:
     def tables(self) -> list[TableRef]:
         return sorted(self.paths)
 
-    def _from_clause(self, table: TableRef) -> tuple[sql.Composable, sql.Composable]:
-        """FROM/JOIN clause for ``table`` and the expression giving the root key of a row."""
+    def _from_clause(
+        self, table: TableRef, *, counted: bool = False
+    ) -> tuple[sql.Composable, sql.Composable]:
+        """FROM/JOIN clause for ``table`` and the expression giving the root key of a row.
+
+        ``counted``: ``t0`` is ``table`` grouped by the columns of its first link, with the
+        rows of each group in a column named ``_ROWS``.
+        """
         hops = self.paths[table]
         parts: list[sql.Composable] = [sql.SQL("{} AS t0").format(table.ident())]
+        if counted and hops:
+            columns = sql.SQL(", ").join(sql.Identifier(c) for c in hops[0].child_columns)
+            parts = [
+                sql.SQL(
+                    "(SELECT {cols}, count(*) AS {rows} FROM {table} GROUP BY {cols}) AS t0"
+                ).format(cols=columns, rows=sql.Identifier(_ROWS), table=table.ident())
+            ]
         if not hops:
             return sql.SQL(" ").join(parts), sql.SQL("t0.{}").format(
                 sql.Identifier(self.key_column)
@@ -85,11 +100,24 @@ class ScopeModel:
         return sql.SQL(" ").join(parts), key
 
     def count_query(self, table: TableRef) -> sql.Composed:
-        """Rows of ``table`` per root key (as text), for every root key present."""
-        from_clause, key = self._from_clause(table)
+        """Rows of ``table`` per root key (as text), for every root key present.
+
+        A table that reaches the root through joins is first counted per value of its own
+        link column, and only those counts travel through the joins: on a large table that
+        is less than half the work of joining every row (and the same sums, duplicates of a
+        parent key included).
+        """
+        hops = self.paths[table]
+        if len(hops) < 2 and (not hops or hops[0].parent_columns == (self.key_column,)):
+            from_clause, key = self._from_clause(table)
+            return sql.SQL(
+                "SELECT ({key})::text, count(*) FROM {src} WHERE {key} IS NOT NULL GROUP BY 1"
+            ).format(key=key, src=from_clause)
+        from_clause, key = self._from_clause(table, counted=True)
         return sql.SQL(
-            "SELECT ({key})::text, count(*) FROM {src} WHERE {key} IS NOT NULL GROUP BY 1"
-        ).format(key=key, src=from_clause)
+            "SELECT ({key})::text, sum(t0.{rows})::bigint FROM {src} "
+            "WHERE {key} IS NOT NULL GROUP BY 1"
+        ).format(key=key, src=from_clause, rows=sql.Identifier(_ROWS))
 
     def key_pairs_query(self, table: TableRef, column: str) -> sql.Composed:
         """``(table.column, root key)`` for every row of ``table`` in any scope, as text."""

@@ -29,6 +29,7 @@ from clinvault.engine.dbrestore import (
     derived_name,
     maintenance,
     restore_dump,
+    restore_dump_parallel,
     terminate_sessions,
 )
 from clinvault.engine.filerestore import (
@@ -131,6 +132,7 @@ class RestoreRunner:
         self.hooks: list[dict[str, Any]] = []
         self.post_hook_tried = False
         self._dump: Path | None = None
+        self._counts: dict[str, int] | None = None  # of the restored copy, before cut-over
 
     def _save(self, **changes: Any) -> None:
         """Record a step in the catalog *before* it takes effect."""
@@ -190,16 +192,27 @@ class RestoreRunner:
             like = database_settings(db, site.server.database)
         create_database(site.server, name, like, encoding=self.job.manifest.source.encoding)
         self._save(staged_database=name)  # only once it is ours to drop
-        self.tracker.start("database", f"pg_restore into {name}")
-        restore_dump(
-            self.job.tool,
-            site.server.with_database(name),
-            self._dump,
-            jobs=self.ctx.settings.restore_jobs,
-            timeout=self.ctx.settings.tool_timeout_seconds,
-            cancel=self.cancel,
-        )
         self.tracker.finish("database")
+        self.tracker.plan("load", part.size)
+        self.tracker.start("load", f"restoring into {name}")
+        jobs = self.ctx.settings.restore_jobs
+        target = site.server.with_database(name)
+        timeout = self.ctx.settings.tool_timeout_seconds
+        if jobs > 1:
+            restore_dump_parallel(
+                self.job.tool,
+                target,
+                self._dump,
+                jobs=jobs,
+                timeout=timeout,
+                cancel=self.cancel,
+                on_bytes=lambda n: self.tracker.advance("load", n),
+            )
+        else:
+            restore_dump(
+                self.job.tool, target, self._dump, jobs=1, timeout=timeout, cancel=self.cancel
+            )
+        self.tracker.finish("load")
         return self._check_counts(name)
 
     def _staged_database_name(self) -> str:
@@ -211,6 +224,7 @@ class RestoreRunner:
         assert self.job.manifest.database is not None
         expected = self.job.manifest.database.tables
         counts = count_rows(self.job.site.server.with_database(name))
+        self._counts = counts
         problems = compare_counts(expected, counts)
         if problems:
             raise IntegrityError(
@@ -336,6 +350,7 @@ class RestoreRunner:
             self.job.manifest,
             self.job.scope,
             self.job.site,
+            database_counts=self._counts,
             on_bytes=lambda n: self.tracker.advance("verify", n),
             cancel=self.cancel,
         )
