@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.harness import Measurement, mb, median_of, run_timed, table
@@ -26,6 +26,7 @@ from clinvault.services.context import ServiceContext
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / ".venv" / "bin" / "clinvault")
+RUNS = 3  # default: each time reported is the median of this many runs
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Report:
     )
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     data: dict[str, object] = field(default_factory=dict)
+    runs: int = RUNS
 
     def add(self, m: Measurement, note: str = "") -> None:
         self.rows.append(
@@ -64,7 +66,6 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-RUNS = 3
 
 
 def _clinvault(label: str, home: Path, *args: str) -> tuple[Measurement, dict[str, object]]:
@@ -73,9 +74,9 @@ def _clinvault(label: str, home: Path, *args: str) -> tuple[Measurement, dict[st
 
 
 def _clinvault_median(
-    label: str, home: Path, *args: str, between: Callable[[], None] | None = None
+    runs: int, label: str, home: Path, *args: str, between: Callable[[], None] | None = None
 ) -> tuple[Measurement, dict[str, object]]:
-    """The median of RUNS runs, and the JSON the last one printed."""
+    """The median of ``runs`` runs, and the JSON the last one printed."""
     printed: list[dict[str, object]] = []
 
     def once() -> Measurement:
@@ -85,7 +86,7 @@ def _clinvault_median(
         printed.append(data)
         return m
 
-    return median_of(RUNS, once), printed[-1]
+    return median_of(runs, once), printed[-1]
 
 
 def prepare(home: Path, scale: float, files_mb: int) -> ServiceContext:
@@ -115,19 +116,19 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
     run_timed("warm-up", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "warm.dump")
     (work / "warm.dump").unlink()
     gz = median_of(
-        RUNS,
+        report.runs,
         lambda: run_timed("pg_dump -Fc", [pg_dump, "-Fc"], env=env, output=work / "db.gz.dump"),
     )
     raw = median_of(
-        RUNS,
+        report.runs,
         lambda: run_timed(
             "pg_dump -Fc -Z0", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "db.raw.dump"
         ),
     )
     cv, data = _clinvault_median(
-        "clinvault database backup", home, "backup", "create", "--type", "database"
+        report.runs, "clinvault database backup", home, "backup", "create", "--type", "database"
     )
-    cv = Measurement(cv.label, cv.seconds, cv.peak_rss_mb, int(data["file_size_compressed"]))  # type: ignore[arg-type]
+    cv = replace(cv, size_bytes=int(data["file_size_compressed"]))  # type: ignore[call-overload]
     report.add(gz)
     report.add(raw)
     report.add(cv, f"{cv.seconds / raw.seconds:.2f}x -Z0, {cv.seconds / gz.seconds:.2f}x -Fc")
@@ -182,7 +183,7 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
             env=env,
         )
 
-    base = median_of(RUNS, pg_restore_once)
+    base = median_of(report.runs, pg_restore_once)
     with connect(conn.with_database("postgres")) as db:
         db.execute("DROP DATABASE bench_pg_restore")
 
@@ -194,6 +195,7 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
         )
 
     full, _ = _clinvault_median(
+        report.runs,
         "clinvault database restore",
         home,
         "restore",
@@ -208,6 +210,7 @@ def bench_restore(ctx: ServiceContext, home: Path, work: Path, report: Report) -
     drop_checkpoints()
     study_code = _first_study(ctx)
     study, _ = _clinvault_median(
+        report.runs,
         f"clinvault study restore ({study_code})",
         home,
         "restore",
@@ -248,7 +251,7 @@ def bench_files(ctx: ServiceContext, home: Path, work: Path, report: Report) -> 
         "tar czf", f"tar -czf - -C '{root}' {roots}", shell=True, output=work / "files.tgz"
     )
     tzst = median_of(
-        RUNS,
+        report.runs,
         lambda: run_timed(
             "tar | zstd -3 -T2",
             f"tar -cf - -C '{root}' {roots} | zstd -3 -T2 -q -c",
@@ -257,9 +260,9 @@ def bench_files(ctx: ServiceContext, home: Path, work: Path, report: Report) -> 
         ),
     )
     cv, data = _clinvault_median(
-        "clinvault files backup", home, "backup", "create", "--type", "files"
+        report.runs, "clinvault files backup", home, "backup", "create", "--type", "files"
     )
-    cv = Measurement(cv.label, cv.seconds, cv.peak_rss_mb, int(data["file_size_compressed"]))  # type: ignore[arg-type]
+    cv = replace(cv, size_bytes=int(data["file_size_compressed"]))  # type: ignore[call-overload]
     report.data["files_bytes"] = data["file_size_bytes"]
     report.add(tgz)
     report.add(tzst)
@@ -295,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", type=int, default=int(os.environ.get("BENCH_RUNS", RUNS)), help="median of"
     )
     args = parser.parse_args(argv)
-    global RUNS
-    RUNS = max(1, args.runs)
     only = set(args.only or ["database", "files", "restore"])
     if "restore" in only:
         only.add("database")
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     _reset_catalog(home)
     ctx = prepare(home, args.scale, args.files_mb)
-    report = Report()
+    report = Report(runs=max(1, args.runs))
     report.data.update(scale=args.scale, files_mb=args.files_mb, cpus=os.cpu_count())
     if "database" in only:
         bench_database(ctx, home, work, report)

@@ -113,16 +113,20 @@ class ScopeLoader:
     ) -> StagedScope:
         steps = self._plan(toc_lines)
         listing = dump.with_name(dump.name + ".granular-list")
-        listing.write_text("".join(f"{s.entry.line}\n" for s in steps), encoding="utf-8")
         args = ["--file=-", f"--use-list={listing}", str(dump)]
         try:
-            with open_tool(
-                tool, args, NO_SERVER, read_stdout=True, timeout=timeout, cancel=cancel
-            ) as proc:
-                script = RestoreScript(proc.stdout, on_bytes, cancel)
-                for step in steps:
-                    self._stage(step, script)
-                script.drain()
+            for wave in self._waves(steps, toc_lines):
+                listing.write_text("".join(f"{s.entry.line}\n" for s in wave), encoding="utf-8")
+                with open_tool(
+                    tool, args, NO_SERVER, read_stdout=True, timeout=timeout, cancel=cancel
+                ) as proc:
+                    script = RestoreScript(proc.stdout, on_bytes, cancel)
+                    try:
+                        for step in wave:
+                            self._stage(step, script)
+                        script.drain()
+                    finally:
+                        script.close()
         finally:
             listing.unlink(missing_ok=True)
         for staged in self._staged.values():
@@ -151,6 +155,41 @@ class ScopeLoader:
             if step.raw and step.hop is not None and not self._to_root_key(step.hop):
                 by_table[step.hop.parent].collect.append(step.hop.parent_columns)
         return steps
+
+    def _waves(self, steps: list[_Step], toc_lines: Sequence[str]) -> list[list[_Step]]:
+        """The steps in passes over the dump, each in the dump's own order.
+
+        A dump written to a pipe has no offsets: ``pg_restore`` finds an entry by reading on
+        from where it is, and an entry asked for out of order means reading from the start
+        again (3.3 s against 0.6 s for a study's tables at scale 10). So each pass takes,
+        in dump order, every table whose parent is staged by then (earlier in the pass or
+        in an earlier pass); a child that comes before its parent in the dump waits for the
+        next pass.
+        """
+        position = {line: index for index, line in enumerate(toc_lines)}
+        pending = sorted(steps, key=lambda step: position.get(step.entry.line, -1))
+        staged: set[TableRef] = set()
+        waves: list[list[_Step]] = []
+        while pending:
+            wave, later = [], []
+            for step in pending:
+                parent = self._parent(step)
+                if parent is None or parent in staged:
+                    wave.append(step)
+                    staged.add(step.facts.table)
+                else:
+                    later.append(step)
+            if not wave:  # a parent outside the scope's steps: cannot happen for a tree
+                raise FormatError("the scope's tables cannot be ordered parents first")
+            waves.append(wave)
+            pending = later
+        return waves
+
+    def _parent(self, step: _Step) -> TableRef | None:
+        """The table whose staged rows this step filters by, if any."""
+        if step.hop is None or self._to_root_key(step.hop):
+            return None
+        return step.hop.parent
 
     def _is_raw(self, facts: TableFacts, hop: ForeignKey | None) -> bool:
         model = self._schema.model
@@ -214,11 +253,10 @@ class ScopeLoader:
             )
             for cols in step.collect
         ]
-        last = max([*key_pos, *(p for pos, _ in collectors for p in pos)])
-        if len(key_pos) == 1 and not collectors and last < len(columns) - 1:
+        if len(key_pos) == 1 and not collectors:
             return keep_by_key(script, key_pos[0], wanted, write)
-        strip = last == len(columns) - 1
-        return keep_matching(script, key_pos, last + 1, strip, wanted, collectors, write)
+        last = max([*key_pos, *(p for pos, _ in collectors for p in pos)])
+        return keep_matching(script, key_pos, last + 1, wanted, collectors, write)
 
     def _filter_on_server(self, step: _Step, columns: list[str]) -> int:
         """Keep, with SQL equality, the rows whose hop key matches a kept parent row."""

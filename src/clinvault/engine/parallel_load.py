@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +26,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import errors as pg_errors
 
+from clinvault.engine.copytext import ScriptReader
 from clinvault.engine.granular_script import NO_SERVER
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import connect
@@ -35,8 +36,6 @@ from clinvault.errors import CancelledError, DatabaseError, FormatError
 
 PIECE_BYTES: Final = 16 << 20
 _READ: Final = 1 << 20
-_END_LINE: Final = b"\\.\n"
-_END_AFTER_ROW: Final = b"\n\\.\n"
 _COPY: Final = b"COPY "
 _FROM_STDIN: Final = b" FROM stdin;\n"
 _TABLE_DATA: Final = " TABLE DATA "
@@ -87,68 +86,6 @@ def write_list(path: Path, lines: Sequence[str]) -> Path:
     """A ``pg_restore --use-list`` file of ``lines``."""
     path.write_text("".join(f"{line}\n" for line in lines), "utf-8", "surrogateescape")
     return path
-
-
-class _Script:
-    """The script ``pg_restore --file=-`` writes, read in big blocks.
-
-    Row text is never split into lines in Python: the end of a table's rows is found with
-    one search per block, and pieces are cut at the last line end in them.
-    """
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = bytearray()
-
-    def _more(self) -> bool:
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return False
-        self._buf += chunk
-        return True
-
-    def line(self) -> bytes | None:
-        """The next line (with its newline), or None at the end of the script."""
-        scanned = 0
-        while True:
-            end = self._buf.find(b"\n", scanned)
-            if end >= 0:
-                line = bytes(self._buf[: end + 1])
-                del self._buf[: end + 1]
-                return line
-            scanned = len(self._buf)
-            if not self._more():
-                if not self._buf:
-                    return None
-                line = bytes(self._buf)
-                self._buf.clear()
-                return line
-
-    def rows(self, piece: int) -> Iterator[bytes]:
-        """The rows of the COPY whose header was just read, in pieces of about ``piece``
-        bytes cut at line ends, up to the end-of-data line (consumed)."""
-        buf = self._buf
-        scanned = 0
-        while True:
-            # buf always starts at a line start, so the end marker may be right there
-            if buf.startswith(_END_LINE):
-                del buf[: len(_END_LINE)]
-                return
-            end = buf.find(_END_AFTER_ROW, max(0, scanned - len(_END_AFTER_ROW) + 1))
-            if end >= 0:
-                yield bytes(buf[: end + 1])
-                del buf[: end + len(_END_AFTER_ROW)]
-                return
-            scanned = len(buf)
-            if len(buf) >= piece:
-                cut = buf.rfind(b"\n")
-                if cut >= 0:
-                    yield bytes(buf[: cut + 1])
-                    del buf[: cut + 1]
-                    scanned = len(buf)
-                    continue
-            if not self._more():
-                raise FormatError("pg_restore output ends inside table data")
 
 
 class _Loaders:
@@ -249,20 +186,20 @@ def load_table_data(
     loaders = _Loaders(conn, max(1, jobs))
     args = ["--file=-", f"--use-list={list_file}", str(dump)]
     with open_tool(tool, args, NO_SERVER, read_stdout=True, timeout=timeout, cancel=cancel) as run:
-        chunks = read_pipe(run.stdout, _READ, 16)
+        script = ScriptReader(read_pipe(run.stdout, _READ, 16))
         try:
-            loaded = _feed(_Script(chunks), loaders, piece_bytes, on_bytes, cancel)
+            loaded = _feed(script, loaders, piece_bytes, on_bytes, cancel)
         except BaseException:
             loaders.abandon()
             raise
         finally:
-            chunks.close()
+            script.close()
         loaders.finish()  # a loader's failure is raised here, and pg_restore is stopped
     return loaded
 
 
 def _feed(
-    script: _Script,
+    script: ScriptReader,
     loaders: _Loaders,
     piece_bytes: int,
     on_bytes: Callable[[int], None] | None,
