@@ -1,14 +1,15 @@
 """API under load: concurrent clients listing backups while a backup runs.
 
-``python -m bench.api_load`` serves the API (the ``clinvault`` app under uvicorn, in its
-own process, on a loopback port) over the sample platform of ``make bench`` (same scale,
-created once in ``.bench/`` when missing), with a throwaway catalog holding a few hundred
-backup records. It starts a full backup, waits until the backup is writing, then runs N
-client threads (httpx, one connection each) calling ``GET /api/v1/backup/list`` back to back
-(``--think-ms`` adds a pause) for a fixed time, and prints the request count, errors,
-latency percentiles and CPU per request. The backup is then cancelled, and the catalog and
-storage are removed. ``--no-backup`` gives the baseline; ``--path /api/v1/auth/me`` the cost
-of a request that only authenticates.
+``python -m bench.api_load`` serves the API (``clinvault serve``, in its own process, with
+the jobs in its worker process unless ``--in-process-jobs``, on a loopback port) over the
+sample platform of ``make bench`` (same scale, created once in ``.bench/`` when missing),
+with a throwaway catalog holding a few hundred backup records. It starts a full backup,
+waits until the backup is writing, then runs N client threads (httpx, one connection
+each) calling ``GET /api/v1/backup/list`` back to back (``--think-ms`` adds a pause) for a
+fixed time, and prints the request count, errors, latency percentiles and CPU per
+request. The backup is then cancelled, and the catalog and storage are removed.
+``--no-backup`` gives the baseline; ``--path /api/v1/auth/me`` the cost of a request that
+only authenticates.
 
 Bounded on purpose: at most 64 clients, at most 120 s, loopback only.
 """
@@ -27,9 +28,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 
 import httpx
@@ -113,21 +116,21 @@ def seed_catalog(env: dict[str, str], records: int) -> None:
 
 
 def start_server(
-    env: dict[str, str], port: int, log: Path, workers: int
+    env: dict[str, str], port: int, log: Path, in_process_jobs: bool, workers: int
 ) -> subprocess.Popen[bytes]:
-    """``clinvault``'s app under uvicorn in its own process(es), as ``clinvault serve`` runs
-    it (one process unless ``workers`` says otherwise)."""
+    """``clinvault serve`` in its own process, as an operator starts it: the web server,
+    with the jobs in a worker process of their own (or in-process, to compare)."""
     argv = [
         sys.executable,
         "-m",
-        "uvicorn",
-        "clinvault.api.app:create_app",
-        "--factory",
+        "clinvault",
+        "serve",
         f"--host={HOST}",
         f"--port={port}",
         f"--workers={workers}",
-        "--log-level=warning",
     ]
+    if in_process_jobs:
+        argv.append("--in-process-jobs")
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -166,20 +169,34 @@ def client_loop(base: str, token: str, stop: float, tally: Tally, args: argparse
                 time.sleep(args.think_ms / 1000)
 
 
+def client_process(
+    job: tuple[str, str, float, int, argparse.Namespace],
+) -> tuple[list[float], list[str], float]:
+    """One load process with ``clients`` client threads: its latencies, errors and CPU.
+
+    The clients are spread over several processes so that their own interpreter lock does
+    not queue them: what is measured is the server's latency, not the load generator's."""
+    base, token, stop, clients, args = job
+    tally = Tally()
+    threads = [
+        threading.Thread(target=client_loop, args=(base, token, stop, tally, args))
+        for _ in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally.latencies, tally.errors, time.process_time()
+
+
 def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time so far of a process and its children (Linux ``/proc``)."""
-    total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    for each in pids:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    """User plus system CPU time so far of the web server process itself (Linux ``/proc``);
+    a worker process running the backup is not the web server's cost."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -223,10 +240,12 @@ class Outcome:
 
 
 @contextmanager
-def served(env: dict[str, str], work: Path, workers: int) -> Iterator[tuple[str, int]]:
+def served(
+    env: dict[str, str], work: Path, in_process_jobs: bool, workers: int
+) -> Iterator[tuple[str, int]]:
     """The service running on a free loopback port; yields its base URL and pid."""
     port = _free_port()
-    server = start_server(env, port, work / "server.log", workers)
+    server = start_server(env, port, work / "server.log", in_process_jobs, workers)
     try:
         yield f"http://{HOST}:{port}", server.pid
     finally:
@@ -252,23 +271,27 @@ def load(base: str, server_pid: int, args: argparse.Namespace) -> Outcome:
                 body["level"] = args.level
             job_id = admin.post("/api/v1/backup/create", json=body).json()["job_id"]
             before = wait_running(admin, job_id)
-        tally = Tally()
         stop = time.monotonic() + args.seconds
-        threads = [
-            threading.Thread(
-                target=client_loop,
-                args=(base, token, stop, tally, args),
-            )
-            for _ in range(args.clients)
+        shares = [
+            args.clients // args.client_processes + (i < args.clients % args.client_processes)
+            for i in range(args.client_processes)
         ]
-        began, cpu = time.monotonic(), (_cpu_seconds(server_pid), time.process_time())
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        began, cpu = time.monotonic(), _cpu_seconds(server_pid)
+        with ProcessPoolExecutor(len(shares), mp_context=get_context("spawn")) as pool:
+            results = list(
+                pool.map(
+                    client_process,
+                    [(base, token, stop, n, args) for n in shares if n],
+                )
+            )
         wall = time.monotonic() - began
-        server_cpu = _cpu_seconds(server_pid) - cpu[0]
-        client_cpu = time.process_time() - cpu[1]
+        server_cpu = _cpu_seconds(server_pid) - cpu
+        tally = Tally()
+        client_cpu = 0.0
+        for latencies, errors, used in results:
+            tally.latencies += latencies
+            tally.errors += errors
+            client_cpu += used
         after: dict[str, object] = {"status": "none", "percent": 0, "stage": None}
         cancel_seconds = None
         if job_id is not None:
@@ -281,9 +304,11 @@ def load(base: str, server_pid: int, args: argparse.Namespace) -> Outcome:
 def report(out: Outcome, args: argparse.Namespace) -> bool:
     lat = [x * 1000 for x in out.tally.latencies]
     errors = out.tally.errors
+    jobs = "in the web server" if args.in_process_jobs else "in a worker process"
     print(
-        f"clients          {args.clients} threads for {args.seconds:g} s on {args.path}, page_size "
-        f"{args.page_size}, think {args.think_ms:g} ms; server: {args.workers} process(es)"
+        f"clients          {args.clients} threads in {args.client_processes} processes for "
+        f"{args.seconds:g} s on {args.path}, page_size "
+        f"{args.page_size}, think {args.think_ms:g} ms; jobs {jobs}"
     )
     print(f"catalog          {args.records} seeded backups (SQLite), listed newest first")
     print(
@@ -322,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         env = _settings_env(home, work)
         seed_catalog(env, args.records)
-        with served(env, work, args.workers) as (base, server_pid):
+        with served(env, work, args.in_process_jobs, args.workers) as (base, server_pid):
             outcome = load(base, server_pid, args)
     finally:
         if not args.keep:
@@ -338,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, default=Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
     )
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument(
+        "--client-processes", type=int, default=4, help="Processes the clients run in."
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--records", type=int, default=500, help="Backup records in the catalog.")
     parser.add_argument("--page-size", type=int, default=50)
@@ -350,15 +378,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--think-ms", type=float, default=0.0, help="Pause of each client between requests."
     )
-    parser.add_argument("--workers", type=int, default=1, help="Server processes (uvicorn).")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="clinvault serve --workers (0: its default)."
+    )
+    parser.add_argument(
+        "--in-process-jobs",
+        action="store_true",
+        help="Run the backup in the web server's process (clinvault serve --in-process-jobs).",
+    )
     parser.add_argument("--no-backup", action="store_true", help="Baseline: no backup runs.")
     parser.add_argument("--p95-target-ms", type=float, default=200.0)
     parser.add_argument("--keep", action="store_true", help="Keep the catalog and server log.")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
         parser.error(f"clients must be 1 to {MAX_CLIENTS} and seconds at most {MAX_SECONDS:g}")
-    if not 1 <= args.workers <= 8 or args.think_ms < 0:
-        parser.error("workers must be 1 to 8 and think-ms not negative")
+    if args.think_ms < 0 or not 1 <= args.client_processes <= 16:
+        parser.error("think-ms must not be negative, client-processes 1 to 16")
     return run(args)
 
 

@@ -66,8 +66,6 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-
-
 def _clinvault(label: str, home: Path, *args: str) -> tuple[Measurement, dict[str, object]]:
     m = run_timed(label, [CLI, *args, "--json"], env=_env(home))
     return m, json.loads(m.stdout)

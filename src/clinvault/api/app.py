@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,11 @@ def create_app(
         ctx.catalog.upgrade()  # migrated before the first request
         for hook in app.state.startup_hooks:
             hook()
+        # What start-up built (modules, the ORM's mappings, the routes) lives as long as the
+        # process: out of the collector's way, full collections no longer walk all of it
+        # and stall whichever requests are running.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -89,3 +95,9 @@ def create_app(
     schedule_routes.install_scheduler(app, ctx)
     static.install(app)  # the admin UI at /, for paths no route matched
     return app
+
+
+def create_web_app() -> FastAPI:
+    """The app of one web server process of ``clinvault serve --workers N``: settings from
+    the environment, and no jobs run here (the worker process runs them)."""
+    return create_app(job_workers=0)

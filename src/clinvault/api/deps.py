@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from clinvault.services.context import ServiceContext
 
 
-def get_context(request: Request) -> ServiceContext:
+async def get_context(request: Request) -> ServiceContext:
+    # async: a dependency that does no I/O must not cost a hop through the thread pool
     context: ServiceContext = request.app.state.context
     return context
 

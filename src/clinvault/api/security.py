@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.config import JsonDict
+from starlette.concurrency import run_in_threadpool
 
 from clinvault.api.deps import ContextDep, client_address, request_id
 from clinvault.catalog.models import AuditOutcome, Signature
@@ -126,25 +127,31 @@ def _csrf_ok(request: Request, session_token: str) -> bool:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def _check_role(
+async def _check_role(
     principal: Principal, roles: frozenset[Role], request: Request, ctx: ServiceContext
 ) -> Principal:
+    """async, so that the common case (allowed) costs no hop through the thread pool; a
+    denial is audited there, since that writes to the catalog."""
     if principal.role not in roles:
         needed = " or ".join(sorted(roles))
         denial = PermissionDeniedError(f"this action needs the {needed} role")
-        audit_denial(ctx, request, principal, denial)
+        await run_in_threadpool(audit_denial, ctx, request, principal, denial)
         raise denial
     return principal
 
 
-def require_admin(principal: CurrentPrincipal, request: Request, ctx: ContextDep) -> Principal:
+async def require_admin(
+    principal: CurrentPrincipal, request: Request, ctx: ContextDep
+) -> Principal:
     """The caller, who must be a SYSTEM_ADMIN (else 403)."""
-    return _check_role(principal, ADMIN_ROLES, request, ctx)
+    return await _check_role(principal, ADMIN_ROLES, request, ctx)
 
 
-def require_reader(principal: CurrentPrincipal, request: Request, ctx: ContextDep) -> Principal:
+async def require_reader(
+    principal: CurrentPrincipal, request: Request, ctx: ContextDep
+) -> Principal:
     """The caller, who may read the audit trail and the backups (else 403)."""
-    return _check_role(principal, READER_ROLES, request, ctx)
+    return await _check_role(principal, READER_ROLES, request, ctx)
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
@@ -247,11 +254,11 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
 # --- services the routes use -------------------------------------------------------------------
 
 
-def _auth_service(ctx: ContextDep) -> AuthService:
+async def _auth_service(ctx: ContextDep) -> AuthService:
     return AuthService(ctx)
 
 
-def _signature_service(ctx: ContextDep) -> SignatureService:
+async def _signature_service(ctx: ContextDep) -> SignatureService:
     return SignatureService(ctx)
 
 

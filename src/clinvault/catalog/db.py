@@ -96,6 +96,9 @@ def _create_sqlite_engine(sa_url: sa.URL) -> Engine:
         options["poolclass"] = StaticPool
     else:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # Enough kept connections for the API's worker threads: a connection opened per
+        # request would pay for its pragmas every time.
+        options.update(pool_size=20, max_overflow=20)
     engine = sa.create_engine(sa_url, **options)
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _on_sqlite_begin)

@@ -39,6 +39,7 @@ app.add_typer(schedule_cmd.notify_app, name="notify")
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
 app.command("serve")(serve_cmd.serve)
+app.command("worker")(serve_cmd.worker)
 
 
 def _version(value: bool) -> None:
