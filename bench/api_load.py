@@ -190,13 +190,23 @@ def client_process(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time so far of the web server process itself (Linux ``/proc``);
-    a worker process running the backup is not the web server's cost."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time so far of the web server: the ``serve`` process and its
+    web server processes, not the worker process running the backup (Linux ``/proc``)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        each = pending.pop()
+        try:
+            argv = Path(f"/proc/{each}/cmdline").read_bytes().split(b"\0")
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{each}/task/{each}/children").read_text().split()
+        except OSError:
+            continue
+        if b"worker" in argv and b"clinvault" in argv:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += [int(child) for child in children]
+    return total
 
 
 def percentile(values: list[float], pct: float) -> float:
