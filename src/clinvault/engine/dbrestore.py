@@ -31,7 +31,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from clinvault.engine.parallel_load import SectionPlan, load_table_data, write_list
+from clinvault.engine.parallel_load import (
+    PIECE_BYTES,
+    SectionPlan,
+    load_table_data,
+    write_list,
+)
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import connect, server_facts, user_tables
 from clinvault.engine.pgtools import PgTool, open_tool
@@ -233,6 +238,7 @@ def restore_dump_parallel(
     timeout: float = 6 * 3600.0,
     cancel: threading.Event | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    piece_bytes: int = PIECE_BYTES,
 ) -> None:
     """Restore the staged ``dump`` into ``conn``'s (new, empty) database with the table rows
     loaded over ``jobs`` connections at once (see ``parallel_load``): the schema, then the
@@ -251,6 +257,7 @@ def restore_dump_parallel(
             conn,
             data_list,
             jobs=jobs,
+            piece_bytes=piece_bytes,
             on_bytes=on_bytes,
             cancel=cancel,
             timeout=timeout,

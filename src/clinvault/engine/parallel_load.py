@@ -16,6 +16,7 @@ after the rows, so the pieces can go in in any order, as with ``pg_restore`` its
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -103,6 +104,7 @@ class _Loaders:
         self.errors: list[BaseException] = []
         self.threads: list[threading.Thread] = []
         self._abandoned = threading.Event()
+        self._all_done = threading.Barrier(jobs)
 
     def start(self) -> None:
         for index in range(self.jobs):
@@ -136,27 +138,45 @@ class _Loaders:
         self.threads.clear()
 
     def _run(self) -> None:
+        """Load pieces until told to stop; then, once every loader is done, all commit or,
+        after any failure, all roll back.
+
+        One transaction per loader: rows become visible (and autovacuum starts on them)
+        once, at the end, as with pg_restore's one transaction per table.
+        """
+        db: psycopg.Connection[Any] | None = None
         try:
-            # One transaction per loader: rows become visible (and autovacuum starts on
-            # them) once, at the end, as with pg_restore's one transaction per table.
-            with connect(self.conn, autocommit=False) as db:
-                self._prepare(db)
-                while (piece := self.tasks.get()) is not None:
-                    if not self.errors and not self._abandoned.is_set():
-                        with db.cursor().copy(piece.statement) as copy:
-                            copy.write(piece.rows)
-                if self.errors or self._abandoned.is_set():
-                    db.rollback()
-                else:
-                    db.commit()
-        except psycopg.Error as exc:
-            self.errors.append(DatabaseError(f"loading table data failed: {str(exc).strip()}"))
+            db = connect(self.conn, autocommit=False)
+            self._prepare(db)
+            while (piece := self.tasks.get()) is not None:
+                if not self.errors and not self._abandoned.is_set():
+                    with db.cursor().copy(piece.statement) as copy:
+                        copy.write(piece.rows)
         except BaseException as exc:
-            self.errors.append(exc)
-        else:
-            return
-        while self.tasks.get() is not None:
-            pass
+            self._record(exc)
+            while self.tasks.get() is not None:  # keep the reader from blocking
+                pass
+        finally:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._all_done.wait()
+            if db is not None:
+                self._end(db)
+
+    def _end(self, db: psycopg.Connection[Any]) -> None:
+        try:
+            if self.errors or self._abandoned.is_set():
+                db.rollback()
+            else:
+                db.commit()
+        except BaseException as exc:
+            self._record(exc)
+        finally:
+            db.close()
+
+    def _record(self, exc: BaseException) -> None:
+        if isinstance(exc, psycopg.Error):
+            exc = DatabaseError(f"loading table data failed: {str(exc).strip()}")
+        self.errors.append(exc)
 
     def _prepare(self, db: psycopg.Connection[Any]) -> None:
         """The session settings the script opens with (encoding, search path, row security);
