@@ -11,10 +11,11 @@ import pytest
 
 from clinvault.engine.dbdump import dump_args
 from clinvault.engine.dbrestore import restore_dump_parallel
-from clinvault.engine.parallel_load import SectionPlan, load_table_data, write_list
+from clinvault.engine.granular_script import write_list
+from clinvault.engine.parallel_load import SectionPlan, load_table_data
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import server_facts
-from clinvault.engine.pgtools import PgToolkit, open_tool
+from clinvault.engine.pgtools import PgTool, PgToolkit, open_tool
 from clinvault.errors import DatabaseError
 from tests.restore.conftest import custom_database, matview_hash, schema_text, table_hashes
 
@@ -43,8 +44,9 @@ def _lo(conn: ConnInfo) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-def _dump_through_a_pipe(conn: ConnInfo, dest: Path) -> PgToolkit:
-    """The dump as ClinVault takes it: custom format, uncompressed, written to a pipe."""
+def _dump_through_a_pipe(conn: ConnInfo, dest: Path) -> PgTool:
+    """The dump as ClinVault takes it (custom format, uncompressed, written to a pipe); returns
+    the ``pg_restore`` that reads it."""
     with psycopg.connect(**conn.psycopg_kwargs()) as db:
         major = server_facts(db).major
     kit = PgToolkit()
@@ -54,7 +56,7 @@ def _dump_through_a_pipe(conn: ConnInfo, dest: Path) -> PgToolkit:
     ):
         while chunk := run.stdout.read(1 << 20):
             out.write(chunk)
-    return kit
+    return kit.find("pg_restore", major)
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
@@ -66,13 +68,11 @@ def test_parallel_restore_equals_the_source(
     with psycopg.connect(**source.psycopg_kwargs(), autocommit=True) as db:
         db.execute(EXTRA)
     dump = tmp_path / "database.dump"
-    kit = _dump_through_a_pipe(source, dump)
-    with psycopg.connect(**source.psycopg_kwargs()) as db:
-        major = server_facts(db).major
+    tool = _dump_through_a_pipe(source, dump)
     loaded: list[int] = []
 
     restore_dump_parallel(
-        kit.find("pg_restore", major),
+        tool,
         target,
         dump,
         jobs=jobs,
@@ -103,13 +103,10 @@ def test_a_failing_piece_fails_the_load_and_commits_nothing(
             "INSERT INTO t VALUES (0, 'the one row the target refuses');"
         )
     dump = tmp_path / "database.dump"
-    kit = _dump_through_a_pipe(source, dump)
-    with psycopg.connect(**source.psycopg_kwargs()) as db:
-        major = server_facts(db).major
+    tool = _dump_through_a_pipe(source, dump)
     # The table as the target has it: a check one row of the backup breaks.
     with psycopg.connect(**target.psycopg_kwargs(), autocommit=True) as db:
         db.execute("CREATE TABLE t (id int, v text CHECK (v LIKE 'x%'))")
-    tool = kit.find("pg_restore", major)
     data = write_list(tmp_path / "data.list", SectionPlan.of(tool, dump).table_data)
 
     with pytest.raises(DatabaseError, match="loading table data failed"):

@@ -31,12 +31,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from clinvault.engine.parallel_load import (
-    PIECE_BYTES,
-    SectionPlan,
-    load_table_data,
-    write_list,
-)
+from clinvault.engine.granular_script import write_list
+from clinvault.engine.parallel_load import PIECE_BYTES, SectionPlan, load_table_data
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import connect, server_facts, user_tables
 from clinvault.engine.pgtools import PgTool, open_tool

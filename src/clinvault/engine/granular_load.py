@@ -47,6 +47,7 @@ from clinvault.engine.granular_script import (
     keep_matching,
     key_value,
     parse_copy_header,
+    write_list,
 )
 from clinvault.engine.pgtools import PgTool, open_tool
 from clinvault.engine.scope import ForeignKey, TableRef
@@ -116,7 +117,7 @@ class ScopeLoader:
         args = ["--file=-", f"--use-list={listing}", str(dump)]
         try:
             for wave in self._waves(steps, toc_lines):
-                listing.write_text("".join(f"{s.entry.line}\n" for s in wave), encoding="utf-8")
+                write_list(listing, [step.entry.line for step in wave])
                 with open_tool(
                     tool, args, NO_SERVER, read_stdout=True, timeout=timeout, cancel=cancel
                 ) as proc:

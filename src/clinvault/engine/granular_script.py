@@ -48,10 +48,28 @@ class TocEntry:
     line: str
 
 
+def toc_lines(
+    tool: PgTool, dump: Path, section: str | None = None, *, timeout: float = 600.0
+) -> list[str]:
+    """The entries of the dump's table of contents (``pg_restore --list``), comments left
+    out; with ``section``, only that section's. Names keep their raw bytes (surrogate
+    escapes), so lines written back to a list file are the dump's own."""
+    args = ["--list", str(dump)]
+    if section is not None:
+        args.insert(0, f"--section={section}")
+    out = run_tool(tool, args, NO_SERVER, timeout=timeout).decode("utf-8", "surrogateescape")
+    return [line for line in out.splitlines() if line.strip() and not line.startswith(";")]
+
+
+def write_list(path: Path, lines: Sequence[str]) -> Path:
+    """A ``pg_restore --use-list`` file of ``lines``."""
+    path.write_text("".join(f"{line}\n" for line in lines), "utf-8", "surrogateescape")
+    return path
+
+
 def read_table_data_toc(tool: PgTool, dump: Path, *, timeout: float = 600.0) -> list[str]:
     """The ``TABLE DATA`` lines of the dump's table of contents (``pg_restore --list``)."""
-    out = run_tool(tool, ["--list", str(dump)], NO_SERVER, timeout=timeout)
-    return [line for line in out.decode("utf-8", "replace").splitlines() if " TABLE DATA " in line]
+    return [line for line in toc_lines(tool, dump, timeout=timeout) if " TABLE DATA " in line]
 
 
 def find_table_data(toc_lines: Sequence[str], table: TableRef) -> TocEntry:

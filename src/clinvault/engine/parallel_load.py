@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,10 +28,10 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from clinvault.engine.copytext import ScriptReader
-from clinvault.engine.granular_script import NO_SERVER
+from clinvault.engine.granular_script import NO_SERVER, toc_lines
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import connect
-from clinvault.engine.pgtools import PgTool, open_tool, run_tool
+from clinvault.engine.pgtools import PgTool, open_tool
 from clinvault.engine.readahead import read_pipe
 from clinvault.errors import CancelledError, DatabaseError, FormatError
 
@@ -46,16 +46,6 @@ _TABLE_DATA: Final = " TABLE DATA "
 class _Piece:
     statement: bytes
     rows: bytes
-
-
-def toc_lines(tool: PgTool, dump: Path, section: str | None = None) -> list[str]:
-    """The entries of the dump's table of contents (``pg_restore --list``), comments left
-    out; with ``section``, only that section's."""
-    args = ["--list", str(dump)]
-    if section is not None:
-        args.insert(0, f"--section={section}")
-    out = run_tool(tool, args, NO_SERVER).decode("utf-8", "surrogateescape")
-    return [line for line in out.splitlines() if line.strip() and not line.startswith(";")]
 
 
 def _dump_id(line: str) -> str:
@@ -81,12 +71,6 @@ class SectionPlan:
         taken = schema_ids | {_dump_id(line) for line in table_data}
         rest = [line for line in every if _dump_id(line) not in taken]
         return cls(schema, table_data, rest)
-
-
-def write_list(path: Path, lines: Sequence[str]) -> Path:
-    """A ``pg_restore --use-list`` file of ``lines``."""
-    path.write_text("".join(f"{line}\n" for line in lines), "utf-8", "surrogateescape")
-    return path
 
 
 class _Loaders:

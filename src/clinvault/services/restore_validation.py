@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from psycopg import sql
 
@@ -435,13 +435,10 @@ class _References:
         except IntegrityError:
             return False
         folder = os.fspath(target.parent)
-        listing = self._listings.get(folder, _UNLISTED)
-        if listing is _UNLISTED:
-            listing = self._listings[folder] = _regular_files(target.parent)
+        if folder not in self._listings:
+            self._listings[folder] = _regular_files(target.parent)
+        listing = self._listings[folder]
         return listing is not None and target.name in listing
-
-
-_UNLISTED: Final = frozenset({"\x00"})
 
 
 def _regular_files(folder: Path) -> frozenset[str] | None:

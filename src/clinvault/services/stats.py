@@ -112,22 +112,23 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _converter(key: str) -> Any:
-    kind = Backup.__table__.columns[getattr(Backup, key).property.columns[0].name].type
-    if isinstance(kind, UTCDateTime):
+_LISTED_COLUMNS: Final = tuple(
+    Backup.__table__.columns[getattr(Backup, key).property.columns[0].name] for key in _LISTED
+)
+
+
+def _converter(column: sa.Column[Any]) -> Any:
+    if isinstance(column.type, UTCDateTime):
         return _iso
-    if isinstance(kind, sa.Uuid):
+    if isinstance(column.type, sa.Uuid):
         return _text
-    if isinstance(kind, sa.Enum):
+    if isinstance(column.type, sa.Enum):
         return _value
     return _same
 
 
-_LISTED_COLUMNS: Final = tuple(
-    Backup.__table__.columns[getattr(Backup, key).property.columns[0].name] for key in _LISTED
-)
 # One converter per listed column, chosen once: a page is built without type checks.
-_TO_JSON: Final = tuple(_converter(key) for key in _LISTED)
+_TO_JSON: Final = tuple(_converter(column) for column in _LISTED_COLUMNS)
 
 
 def page_backups(ctx: ServiceContext, query: BackupQuery) -> tuple[list[dict[str, Any]], int]:
