@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from clinvault.engine.copytext import ScriptReader
+from clinvault.engine.copytext import ScriptReader, _find_end
 from clinvault.errors import FormatError
 
 HEADER = (
@@ -95,3 +98,9 @@ def test_a_script_that_ends_inside_table_data_is_refused() -> None:
         pass
     with pytest.raises(FormatError, match="ends inside table data"):
         list(s.rows(1024))
+
+
+@given(st.binary(max_size=60).map(lambda b: bytes(b"ab\\.\n\t"[x % 6] for x in b)), st.data())
+def test_the_end_marker_is_found_where_a_plain_search_finds_it(text: bytes, data: Any) -> None:
+    start = data.draw(st.integers(min_value=0, max_value=len(text)))
+    assert _find_end(bytearray(text), start) == text.find(b"\n\\.\n", start)

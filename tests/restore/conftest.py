@@ -17,10 +17,11 @@ import pytest
 from psycopg import sql
 
 from clinvault.config import Settings
+from clinvault.engine.dbdump import dump_args
 from clinvault.engine.dbrestore import databases_with_prefix, drop_database
 from clinvault.engine.pgconn import ConnInfo
 from clinvault.engine.pginspect import server_facts, user_tables
-from clinvault.engine.pgtools import PgToolkit, run_tool
+from clinvault.engine.pgtools import PgTool, PgToolkit, open_tool, run_tool
 from clinvault.services.actor import Actor
 from clinvault.services.context import ServiceContext
 from tests.services.conftest import Platform, platform  # noqa: F401
@@ -203,3 +204,18 @@ def context_for(conn: ConnInfo, home: Path, **overrides: object) -> ServiceConte
     }
     values.update(overrides)
     return ServiceContext(Settings(**values))  # type: ignore[arg-type]
+
+
+def dump_through_a_pipe(conn: ConnInfo, dest: Path) -> PgTool:
+    """The dump as ClinVault takes it (custom format, uncompressed, written to a pipe, so
+    without data offsets); returns the ``pg_restore`` that reads it."""
+    with psycopg.connect(**conn.psycopg_kwargs()) as db:
+        major = server_facts(db).major
+    kit = PgToolkit()
+    with (
+        open_tool(kit.find("pg_dump", major), dump_args(None), conn, read_stdout=True) as run,
+        dest.open("wb") as out,
+    ):
+        while chunk := run.stdout.read(1 << 20):
+            out.write(chunk)
+    return kit.find("pg_restore", major)

@@ -9,15 +9,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from clinvault.engine.dbdump import dump_args
 from clinvault.engine.dbrestore import restore_dump_parallel
 from clinvault.engine.granular_script import write_list
 from clinvault.engine.parallel_load import SectionPlan, load_table_data
 from clinvault.engine.pgconn import ConnInfo
-from clinvault.engine.pginspect import server_facts
-from clinvault.engine.pgtools import PgTool, PgToolkit, open_tool
 from clinvault.errors import DatabaseError
-from tests.restore.conftest import custom_database, matview_hash, schema_text, table_hashes
+from tests.restore.conftest import (
+    custom_database,
+    dump_through_a_pipe,
+    matview_hash,
+    schema_text,
+    table_hashes,
+)
 
 pytestmark = pytest.mark.pg
 
@@ -44,21 +47,6 @@ def _lo(conn: ConnInfo) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-def _dump_through_a_pipe(conn: ConnInfo, dest: Path) -> PgTool:
-    """The dump as ClinVault takes it (custom format, uncompressed, written to a pipe); returns
-    the ``pg_restore`` that reads it."""
-    with psycopg.connect(**conn.psycopg_kwargs()) as db:
-        major = server_facts(db).major
-    kit = PgToolkit()
-    with (
-        open_tool(kit.find("pg_dump", major), dump_args(None), conn, read_stdout=True) as run,
-        dest.open("wb") as out,
-    ):
-        while chunk := run.stdout.read(1 << 20):
-            out.write(chunk)
-    return kit.find("pg_restore", major)
-
-
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_parallel_restore_equals_the_source(
     make_database: Callable[[], ConnInfo], tmp_path: Path, jobs: int
@@ -68,7 +56,7 @@ def test_parallel_restore_equals_the_source(
     with psycopg.connect(**source.psycopg_kwargs(), autocommit=True) as db:
         db.execute(EXTRA)
     dump = tmp_path / "database.dump"
-    tool = _dump_through_a_pipe(source, dump)
+    tool = dump_through_a_pipe(source, dump)
     loaded: list[int] = []
 
     restore_dump_parallel(
@@ -103,7 +91,7 @@ def test_a_failing_piece_fails_the_load_and_commits_nothing(
             "INSERT INTO t VALUES (0, 'the one row the target refuses');"
         )
     dump = tmp_path / "database.dump"
-    tool = _dump_through_a_pipe(source, dump)
+    tool = dump_through_a_pipe(source, dump)
     # The table as the target has it: a check one row of the backup breaks.
     with psycopg.connect(**target.psycopg_kwargs(), autocommit=True) as db:
         db.execute("CREATE TABLE t (id int, v text CHECK (v LIKE 'x%'))")

@@ -16,6 +16,7 @@ from clinvault.errors import FormatError
 
 _END_LINE: Final = b"\\.\n"
 _END_AFTER_ROW: Final = b"\n\\.\n"
+_BACKSLASH_TRIES: Final = 8
 
 
 class ScriptReader:
@@ -68,7 +69,7 @@ class ScriptReader:
             if buf.startswith(_END_LINE):
                 del buf[: len(_END_LINE)]
                 return
-            end = buf.find(_END_AFTER_ROW, max(0, scanned - len(_END_AFTER_ROW) + 1))
+            end = _find_end(buf, max(0, scanned - len(_END_AFTER_ROW) + 1))
             if end >= 0:
                 yield bytes(buf[: end + 1])
                 del buf[: end + len(_END_AFTER_ROW)]
@@ -83,3 +84,22 @@ class ScriptReader:
                     continue
             if not self._more():
                 raise FormatError("pg_restore output ends inside table data")
+
+
+def _find_end(buf: bytearray, start: int) -> int:
+    """Where the first ``\\n\\.\\n`` at or after ``start`` begins, or -1.
+
+    Row text rarely holds a backslash (COPY writes one only to escape something), so the
+    marker's backslash is looked for first, with a single-byte search that runs at memory
+    speed; a four-byte search costs ten times as much, as its first byte, the line end,
+    comes once a row. Text full of escapes gets the plain search after a few misses.
+    """
+    at = start
+    for _ in range(_BACKSLASH_TRIES):
+        slash = buf.find(b"\\", at + 1)
+        if slash < 0:
+            return -1
+        if buf[slash - 1] == 0x0A and buf[slash + 1 : slash + 3] == b".\n":
+            return slash - 1
+        at = slash
+    return buf.find(_END_AFTER_ROW, at)

@@ -24,7 +24,7 @@ transactional: a rolled-back restore may leave a sequence ahead, which is harmle
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -179,7 +179,7 @@ class _Apply:
         if mode == "replica" and not replica:
             raise DatabaseError("this role may not set session_replication_role")
         self._diff.materialize()
-        changes = self._diff.changes()
+        changes = self._diff.changes(compare=False)
         self._refuse_moved(changes)
         self._refuse(
             self._diff.broken_references(overwritten_ok=replica),
@@ -200,7 +200,7 @@ class _Apply:
         sequences = self._advance_sequences()
         return ApplyResult(
             "replica" if replica else "ordered",
-            changes,
+            [replace(c, to_update=written[c.table][1]) for c in changes],
             deleted,
             {t: w[0] for t, w in written.items()},
             {t: w[1] for t, w in written.items()},

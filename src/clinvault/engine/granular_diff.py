@@ -139,10 +139,16 @@ class ScopeDiff:
     def removed_table(self, table: TableRef) -> sql.Identifier:
         return temp_table(self._removed[table])
 
-    def changes(self) -> list[TableChange]:
-        return [self._change(table) for table in self.tables]
+    def changes(self, *, compare: bool = True) -> list[TableChange]:
+        """Per table: rows to delete, insert, update and rows that moved scope.
 
-    def _change(self, table: TableRef) -> TableChange:
+        Without ``compare`` rows are not compared value by value and ``to_update`` is 0: a
+        restore learns that number from its upsert, and comparing twice cost it a second
+        pass over every staged row.
+        """
+        return [self._change(table, compare) for table in self.tables]
+
+    def _change(self, table: TableRef, compare: bool) -> TableChange:
         facts = self._schema.facts(table)
         staged = self._staged.tables[table]
         live_rows = self._one(
@@ -156,7 +162,7 @@ class ScopeDiff:
             sql.SQL("ROW({})::text IS DISTINCT FROM ROW({})::text").format(
                 column_list(tuple(values), "d"), column_list(tuple(values), "s")
             )
-            if values
+            if values and compare
             else sql.SQL("false")
         )
         query = sql.SQL(

@@ -7,7 +7,9 @@ checksum, gzip's CRC) as it decompresses, and the decompressed size must be the
 manifest's; the file only gets its final name when all of that holds. (A second SHA-256 of
 the decompressed gigabyte would add nothing to those checks and cost a third of the
 staging time; ``backup verify`` still compares it.) The file is a scratch copy, verified as
-it is written and useless after a crash, so it is not fsynced.
+it is written and useless after a crash, so it is not fsynced. A database dump's staging
+copy gets the data offsets ``pg_dump`` could not write into a pipe (``dumpoffsets``), so
+``pg_restore`` reaches any table without reading every one before it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from clinvault.engine import bundle
 from clinvault.engine.compression import decompress_chunks
+from clinvault.engine.dumpoffsets import DataOffsets
 from clinvault.engine.manifest import PartInfo
 from clinvault.engine.readahead import run_ahead
 from clinvault.errors import CancelledError, IntegrityError, InvalidInputError
@@ -68,15 +71,20 @@ def stage_part(
 
     # Reading, hashing and decompressing on one thread, writing on this one.
     chunks = run_ahead(decompress_chunks(metered(), part.codec), _AHEAD)
+    offsets = DataOffsets() if part.kind == "database" else None
     try:
         with temp.open("wb") as out:
             for chunk in chunks:
                 size += len(chunk)
                 out.write(chunk)
+                if offsets is not None:
+                    offsets.feed(chunk)
         if stored.hexdigest() != part.sha256:
             raise IntegrityError(f"{part.name}: SHA-256 of the stored object does not match")
         if size != part.size:
             raise IntegrityError(f"{part.name}: decompressed content does not match the manifest")
+        if offsets is not None:
+            offsets.apply(temp)
         temp.replace(dest)
     except BaseException:
         chunks.close()
