@@ -58,6 +58,11 @@ def test_database_restore_round_trip_of_a_non_sample_schema(
     restored = op.validation_results["restored"]["database"]
     assert restored["ok"] and restored["tables"] == 4 and restored["rows"] == 750
     assert database_names(conn, f"{conn.database}__") == [op.metadata_["checkpoint"]["database"]]
+    with psycopg.connect(**conn.psycopg_kwargs()) as db:  # planner statistics from the start
+        unanalyzed = db.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NULL"
+        ).fetchall()
+    assert unanalyzed == []
 
 
 @pytest.fixture

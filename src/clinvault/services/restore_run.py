@@ -22,7 +22,7 @@ from clinvault.engine.archive import FileEntry
 from clinvault.engine.dbrestore import (
     CutOver,
     compare_counts,
-    count_rows,
+    count_rows_and_analyze,
     create_database,
     cut_over,
     database_settings,
@@ -223,7 +223,7 @@ class RestoreRunner:
     def _check_counts(self, name: str) -> dict[str, Any]:
         assert self.job.manifest.database is not None
         expected = self.job.manifest.database.tables
-        counts = count_rows(self.job.site.server.with_database(name))
+        counts = count_rows_and_analyze(self.job.site.server.with_database(name))
         self._counts = counts
         problems = compare_counts(expected, counts)
         if problems:
