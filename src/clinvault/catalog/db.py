@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # The newest migration this version ships; a test keeps it equal to Alembic's head. Knowing
 # it lets a process start without importing Alembic when the catalog is already current.
-SCHEMA_REVISION: Final = "0002"
+SCHEMA_REVISION: Final = "0003"
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 

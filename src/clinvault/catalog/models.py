@@ -177,6 +177,7 @@ class Backup(Base):
         sa.Index("ix_backups_status", "status"),
         sa.Index("ix_backups_created_at", "created_at"),
         sa.Index("ix_backups_deleted_at", "deleted_at"),
+        sa.Index("ix_backups_live_created_at", "deleted_at", "created_at", "id"),
         sa.Index("ix_backups_schedule_id", "schedule_id"),
         _compression_check(),
     )

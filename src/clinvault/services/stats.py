@@ -147,9 +147,14 @@ def page_backups(ctx: ServiceContext, query: BackupQuery) -> tuple[list[dict[str
         clauses.append(Backup.status == query.status)
     if query.search:
         clauses.append(Backup.name.icontains(query.search.strip(), autoescape=True))
-    column = getattr(Backup, query.sort)
-    order = column.desc() if query.descending else column.asc()
-    nulls = order.nulls_last() if query.descending else order.nulls_first()
+    # Ties are broken by id in the same direction, so the default page (live backups,
+    # newest first) is read straight off ix_backups_live_created_at, a few rows per page
+    # however many backups there are. NULLS LAST/FIRST only where a column has NULLs: on
+    # others it would keep the database from reading the index in order.
+    direction = sa.desc if query.descending else sa.asc
+    order = direction(getattr(Backup, query.sort))
+    if sa.inspect(Backup).columns[query.sort].nullable:
+        order = order.nulls_last() if query.descending else order.nulls_first()
     # Core on a plain connection: these are columns, not objects, and the ORM's loading
     # machinery cost more than the query itself.
     with ctx.catalog.engine.connect() as connection:
@@ -159,7 +164,7 @@ def page_backups(ctx: ServiceContext, query: BackupQuery) -> tuple[list[dict[str
         rows = connection.execute(
             sa.select(*_LISTED_COLUMNS)
             .where(*clauses)
-            .order_by(nulls, Backup.id)
+            .order_by(order, direction(Backup.id))
             .offset((query.page - 1) * query.page_size)
             .limit(query.page_size)
         ).all()
