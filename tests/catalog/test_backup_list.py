@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -99,3 +100,17 @@ def test_the_default_page_is_read_off_the_index_in_order(catalog: Catalog) -> No
             sorts = re.findall(r"(?:Incremental )?Sort(?=  \()", plan)
             assert "Index Scan Backward" in plan, plan
             assert all(s == "Incremental Sort" for s in sorts), plan
+
+
+def test_records_as_read_encode_like_the_json_ready_ones(catalog: Catalog) -> None:
+    """The API sends the values as read through orjson: the JSON must be the same."""
+    _fill(catalog, 12)
+    with catalog.session() as session:  # a timestamp with microseconds, a completed one
+        first = session.scalars(sa.select(Backup).where(Backup.name == "backup-001")).one()
+        first.completed_at = datetime(2026, 2, 3, 4, 5, 6, 789, tzinfo=UTC)
+    for query in (BackupQuery(), BackupQuery(sort="name", descending=False, page_size=3)):
+        raw, total = page_backups(_ctx(catalog), query, json_ready=False)
+        ready, same_total = page_backups(_ctx(catalog), query)
+        assert total == same_total
+        assert orjson.loads(orjson.dumps(raw, option=orjson.OPT_UTC_Z)) == ready
+    assert any(b["completed_at"] == "2026-02-03T04:05:06.000789Z" for b in ready)

@@ -131,9 +131,15 @@ def _converter(column: sa.Column[Any]) -> Any:
 _TO_JSON: Final = tuple(_converter(column) for column in _LISTED_COLUMNS)
 
 
-def page_backups(ctx: ServiceContext, query: BackupQuery) -> tuple[list[dict[str, Any]], int]:
+def page_backups(
+    ctx: ServiceContext, query: BackupQuery, *, json_ready: bool = True
+) -> tuple[list[dict[str, Any]], int]:
     """One page of backups matching ``query`` as JSON-ready records (without metadata), and
-    how many match in all. Only the listed columns are read: lists are the hot path."""
+    how many match in all. Only the listed columns are read: lists are the hot path.
+
+    Without ``json_ready`` the values are as read (datetimes, UUIDs, enums), for a caller
+    whose encoder writes them the same way itself.
+    """
     if query.page < 1 or not 1 <= query.page_size <= MAX_PAGE_SIZE:
         raise InvalidInputError(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
     if query.sort not in SORTABLE:
@@ -168,6 +174,8 @@ def page_backups(ctx: ServiceContext, query: BackupQuery) -> tuple[list[dict[str
             .offset((query.page - 1) * query.page_size)
             .limit(query.page_size)
         ).all()
+    if not json_ready:
+        return [dict(zip(_LISTED, row, strict=True)) for row in rows], int(total or 0)
     items = [
         {key: convert(value) for key, convert, value in zip(_LISTED, _TO_JSON, row, strict=True)}
         for row in rows

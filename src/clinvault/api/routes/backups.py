@@ -15,6 +15,7 @@ from dataclasses import replace
 from email.utils import format_datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -45,11 +46,13 @@ from clinvault.services.stats import (
     backup_details,
     backup_stats,
     page_backups,
+    printable,
 )
 
 router = APIRouter(prefix="/backup", tags=["backups"])
 
 DELETE_MEANING = "Approved deletion"
+_JSON = "application/json"
 _JOB_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "Accepted: the job is queued; follow it at `links.job`."}
 }
@@ -177,12 +180,17 @@ def list_backups(
         descending=order == "desc",
         include_deleted=include_deleted,
     )
-    items, total = page_backups(ctx, query)
-    # The hot path: the service's records are already JSON, so they are sent as they are
-    # (the declared response model documents them) rather than validated a second time.
+    # The hot path: the records go to orjson as read (it writes datetimes, UUIDs and enums
+    # as the API's models do) instead of being converted, validated against the declared
+    # response model and encoded by the standard library: a quarter of a list request's CPU.
+    items, total = page_backups(ctx, query, json_ready=False)
     pages = math.ceil(total / page_size)
     body = {"items": items, "total": total, "page": page, "page_size": page_size, "pages": pages}
-    return JSONResponse(body)
+    try:
+        return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=_JSON)
+    except orjson.JSONEncodeError:  # text orjson refuses (lone surrogates): the careful way
+        converted = page_backups(ctx, query)[0]
+        return JSONResponse(printable({**body, "items": converted}))
 
 
 @router.get("/stats", summary="Backup statistics")
