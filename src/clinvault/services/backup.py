@@ -226,8 +226,8 @@ class BackupService:
     ) -> Backup:
         checksum = manifest_checksum(data)
         size, compressed = manifest.size, manifest.compressed_size + len(data)
-        with self.ctx.catalog.session() as session:
-            row = session.get_one(Backup, backup_id)
+        with self.ctx.catalog.session(write_lock=True) as session:
+            row = session.get_one(Backup, backup_id, with_for_update=True)
             row.status = BackupStatus.COMPLETED
             row.completed_at = manifest.backup.completed_at
             row.checksum = checksum
@@ -249,8 +249,8 @@ class BackupService:
         message = exc.message if isinstance(exc, ClinVaultError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):
             message = "interrupted"
-        with self.ctx.catalog.session() as session:
-            row = session.get_one(Backup, backup_id)
+        with self.ctx.catalog.session(write_lock=True) as session:
+            row = session.get_one(Backup, backup_id, with_for_update=True)
             row.status = BackupStatus.FAILED
             row.completed_at = datetime.now(UTC)
             row.error = message[:4000]

@@ -108,8 +108,8 @@ class BackupDeletion:
 
     def _purge(self, row: Backup, actor: Actor) -> int:
         removed = self.ctx.storage.delete_prefix(bundle.bundle_prefix(str(row.id)))
-        with self.ctx.catalog.session() as session:
-            stored = session.get_one(Backup, row.id)
+        with self.ctx.catalog.session(write_lock=True) as session:
+            stored = session.get_one(Backup, row.id, with_for_update=True)
             stored.file_path = None
             stored.metadata_ = {
                 **(stored.metadata_ or {}),

@@ -213,7 +213,7 @@ def claim_due_check(
 def finish_check(ctx: ServiceContext, job_id: uuid.UUID, report: CheckReport) -> None:
     now = datetime.now(UTC)
     report.finished_at = now
-    with ctx.catalog.session() as session:
+    with ctx.catalog.session(write_lock=True) as session:
         job = session.get_one(Job, job_id)
         job.status = JobStatus.FAILED if report.failed else JobStatus.COMPLETED
         job.finished_at = now

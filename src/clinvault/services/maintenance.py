@@ -33,8 +33,8 @@ def recover_interrupted(ctx: ServiceContext) -> list[str]:
     recovered: list[str] = []
     for row in dead:
         removed = ctx.storage.delete_prefix(bundle.bundle_prefix(str(row.id)))
-        with ctx.catalog.session() as session:
-            current = session.get_one(Backup, row.id)
+        with ctx.catalog.session(write_lock=True) as session:
+            current = session.get_one(Backup, row.id, with_for_update=True)
             if current.status not in UNFINISHED:
                 continue
             current.status = BackupStatus.FAILED
@@ -137,7 +137,7 @@ def _rebuild_one(ctx: ServiceContext, backup_id: str, report: RebuildReport) -> 
         getattr(report, kind).append(backup_id)
         return
     row = _row_from_manifest(manifest, data, file_path)
-    with ctx.catalog.session() as session:
+    with ctx.catalog.session(write_lock=True) as session:
         existing = session.get(Backup, row.id)
         if existing is None:
             clash = session.scalar(sa.select(Backup.id).where(Backup.name == row.name))

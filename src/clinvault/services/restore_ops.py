@@ -111,8 +111,10 @@ def update_operation(ctx: ServiceContext, op_id: uuid.UUID, **changes: Any) -> R
 
     ``metadata`` is merged into the existing metadata rather than replacing it.
     """
-    with ctx.catalog.session() as session:
-        op = session.get_one(RestoreOperation, op_id)
+    # The writer lock on SQLite, the row's lock on PostgreSQL: two updates at once both
+    # land instead of one failing (SQLite) or the later overwriting the other's metadata.
+    with ctx.catalog.session(write_lock=True) as session:
+        op = session.get_one(RestoreOperation, op_id, with_for_update=True)
         extra = changes.pop("metadata", None)
         for key, value in changes.items():
             setattr(op, key, value)

@@ -61,7 +61,7 @@ class VerifyService:
         """Re-read the whole bundle; record and audit the outcome; never raise on bad data."""
         row = get_backup(self.ctx, backup_id)
         report = self._check(row, on_progress, cancel)
-        with self.ctx.catalog.session() as session:
+        with self.ctx.catalog.session(write_lock=True) as session:
             stored = session.get_one(Backup, row.id)
             stored.verified_at = report.verified_at
             stored.verify_status = "passed" if report.ok else "failed"
