@@ -46,17 +46,11 @@ class _UnsupportedError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
-    dump_id: int
-    flag_pos: int  # where the entry's offset field starts: one flag byte, then the offset
-
-
-@dataclass(frozen=True, slots=True)
 class _Toc:
     int_size: int
     off_size: int
     end: int  # the first byte after the table of contents
-    pending: dict[int, _Entry]  # entries with data whose offset is not set
+    pending: dict[int, int]  # entries with data but no offset: dump id -> its flag's position
 
 
 class _Reader:
@@ -119,7 +113,7 @@ def _read_toc(buf: bytes | bytearray) -> _Toc:
     count = r.int()
     if count < 0:
         raise _UnsupportedError("negative entry count")
-    pending: dict[int, _Entry] = {}
+    pending: dict[int, int] = {}
     for _ in range(count):
         dump_id = r.int()
         if dump_id <= 0:
@@ -145,7 +139,7 @@ def _read_toc(buf: bytes | bytearray) -> _Toc:
         if flag not in (_POS_NOT_SET, _POS_SET, _NO_DATA):
             raise _UnsupportedError(f"unknown offset flag {flag}")
         if flag == _POS_NOT_SET:
-            pending[dump_id] = _Entry(dump_id, flag_pos)
+            pending[dump_id] = flag_pos
     return _Toc(r.int_size, off_size, r.pos, pending)
 
 
@@ -193,11 +187,11 @@ class DataOffsets:
                     dump_id, toc.int_size
                 ):
                     return 0
-                f.seek(toc.pending[dump_id].flag_pos)
+                f.seek(toc.pending[dump_id])
                 if f.read(1) != bytes([_POS_NOT_SET]):
                     return 0
             for dump_id, offset in self._found.items():
-                f.seek(toc.pending[dump_id].flag_pos)
+                f.seek(toc.pending[dump_id])
                 f.write(bytes([_POS_SET]) + offset.to_bytes(toc.off_size, "little"))
         return len(self._found)
 
@@ -287,11 +281,9 @@ class DataOffsets:
         assert toc is not None
         kind, sign = buf[at], buf[at + 1]
         dump_id = int.from_bytes(buf[at + 2 : at + 2 + self._int_size], "little")
-        if sign != 0 or kind not in (_BLK_DATA, _BLK_BLOBS) or dump_id not in toc.pending:
+        expected = kind in (_BLK_DATA, _BLK_BLOBS) and sign == 0 and dump_id in toc.pending
+        if not expected or dump_id in self._found:
             self._stop()  # not what a section boundary looks like: trust nothing further
-            return
-        if dump_id in self._found:
-            self._stop()
             return
         self._found[dump_id] = base + at
         if kind == _BLK_BLOBS or len(self._found) == len(toc.pending):

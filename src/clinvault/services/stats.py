@@ -12,6 +12,7 @@ restore with its validation results and the electronic signature that approved i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -129,6 +130,12 @@ def _converter(column: sa.Column[Any]) -> Any:
 
 # One converter per listed column, chosen once: a page is built without type checks.
 _TO_JSON: Final = tuple(_converter(column) for column in _LISTED_COLUMNS)
+_NULLABLE: Final = frozenset(key for key in SORTABLE if sa.inspect(Backup).columns[key].nullable)
+
+
+def listed_json(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A listed record with its values as read (see ``page_backups``) made JSON-ready."""
+    return {key: convert(record[key]) for key, convert in zip(_LISTED, _TO_JSON, strict=True)}
 
 
 def page_backups(
@@ -159,7 +166,7 @@ def page_backups(
     # others it would keep the database from reading the index in order.
     direction = sa.desc if query.descending else sa.asc
     order = direction(getattr(Backup, query.sort))
-    if sa.inspect(Backup).columns[query.sort].nullable:
+    if query.sort in _NULLABLE:
         order = order.nulls_last() if query.descending else order.nulls_first()
     # Core on a plain connection: these are columns, not objects, and the ORM's loading
     # machinery cost more than the query itself.
@@ -174,13 +181,8 @@ def page_backups(
             .offset((query.page - 1) * query.page_size)
             .limit(query.page_size)
         ).all()
-    if not json_ready:
-        return [dict(zip(_LISTED, row, strict=True)) for row in rows], int(total or 0)
-    items = [
-        {key: convert(value) for key, convert, value in zip(_LISTED, _TO_JSON, row, strict=True)}
-        for row in rows
-    ]
-    return items, int(total or 0)
+    records = [dict(zip(_LISTED, row, strict=True)) for row in rows]
+    return (records if not json_ready else [listed_json(r) for r in records]), int(total or 0)
 
 
 def backup_details(

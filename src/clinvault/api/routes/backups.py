@@ -45,6 +45,7 @@ from clinvault.services.stats import (
     SortColumn,
     backup_details,
     backup_stats,
+    listed_json,
     page_backups,
     printable,
 )
@@ -189,7 +190,7 @@ def list_backups(
     try:
         return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type=_JSON)
     except orjson.JSONEncodeError:  # text orjson refuses (lone surrogates): the careful way
-        converted = page_backups(ctx, query)[0]
+        converted = [listed_json(item) for item in items]
         return JSONResponse(printable({**body, "items": converted}))
 
 
