@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,14 +23,20 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+def _start(tmp_path: Path, *args: str, own_session: bool = False) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "clinvault", "worker", *args],
         env=_env(tmp_path),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=own_session,
     )
+
+
+def _autogroup_nice(pid: int | str) -> int:
+    # "/autogroup-85 nice 0"
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
 
 
 def _wait_for_catalog(tmp_path: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -67,3 +75,23 @@ def test_worker_lowers_its_priority_when_asked(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling")
+def test_a_worker_leading_its_session_lowers_its_session_group(tmp_path: Path) -> None:
+    """With autogroup, nice counts only inside a session: the worker serve starts (in a
+    session of its own) lowers its session's group too, and a worker run from a shell
+    leaves the shell's group as it was."""
+    ours = _autogroup_nice("self")
+    leader = _start(tmp_path / "leader", "--nice", "7", own_session=True)
+    member = _start(tmp_path / "member", "--nice", "7")
+    try:
+        _wait_for_catalog(tmp_path / "leader", leader)
+        _wait_for_catalog(tmp_path / "member", member)
+        assert _autogroup_nice(leader.pid) == min(19, os.nice(0) + 7)
+        assert _autogroup_nice(member.pid) == ours
+        assert _autogroup_nice("self") == ours
+    finally:
+        for proc in (leader, member):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)

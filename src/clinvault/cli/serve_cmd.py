@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -89,7 +90,9 @@ def serve(
 def _worker_process(jobs: int) -> Iterator[subprocess.Popen[bytes]]:
     argv = [sys.executable, "-m", "clinvault", "worker", "--jobs", str(jobs)]
     argv += ["--parent-pid", str(os.getpid()), "--nice", str(_WORKER_NICE)]
-    worker = subprocess.Popen(argv)  # same environment, so the same settings
+    # Same environment, so the same settings; a session of its own, so that its lower
+    # priority holds against the web server (see _lower_priority).
+    worker = subprocess.Popen(argv, start_new_session=True)
     try:
         yield worker
     finally:
@@ -100,6 +103,23 @@ def _worker_process(jobs: int) -> Iterator[subprocess.Popen[bytes]]:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority, and that of the tools its jobs start, by ``nice``.
+
+    On Linux with autogroup scheduling (the default on most distributions), the CPU is
+    shared first between sessions and only then, by nice value, between the processes of a
+    session: a niced worker in its own session would still take an equal share against the
+    web server. A worker that leads its own session (``serve`` starts it so; so does
+    systemd) therefore also lowers its session's group, which holds only the worker and
+    the tools it starts.
+    """
+    lowered = os.nice(nice)  # pg_dump, pg_restore and the job threads inherit it
+    if os.getsid(0) != os.getpid():
+        return  # a shell's session: lowering its group would slow the shell too
+    with contextlib.suppress(OSError):  # no autogroup (other kernels, other systems)
+        Path("/proc/self/autogroup").write_text(f"{lowered}\n")
 
 
 def worker(
@@ -120,7 +140,7 @@ def worker(
     from clinvault.services.jobs import JobRunner
 
     if nice:
-        os.nice(nice)  # the tools jobs start (pg_dump, pg_restore) inherit it
+        _lower_priority(nice)
     ctx = context()
     ctx.catalog.upgrade()
     runner = JobRunner(ctx, workers=jobs)
