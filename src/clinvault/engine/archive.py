@@ -458,14 +458,15 @@ class _Member:
     frame_index: int
     frame_member_offset: int
 
-    def entry(self, frame_offsets: Sequence[int]) -> FileEntry:
+    def entry(self, frame_offsets: Sequence[int], sha256: str | None) -> FileEntry:
+        """The index record; ``sha256`` where the content was hashed with its frame."""
         return FileEntry(
             path=self.path,
             kind=self.kind,
             size=self.size,
             mode=self.mode,
             mtime=float(_pax_time(self.mtime_ns)),  # exactly what a tar reader will parse
-            sha256=self.sha256,
+            sha256=self.sha256 or sha256,
             link_target=self.link_target,
             tar_offset=self.tar_offset,
             frame_offset=frame_offsets[self.frame_index],
@@ -473,11 +474,38 @@ class _Member:
         )
 
 
+class _Span(NamedTuple):
+    """The content of a member that lies wholly in one frame: hashed with that frame."""
+
+    member: int  # its index among the archive's members
+    start: int  # offset in the frame's bytes
+    size: int
+
+
+class _Packed(NamedTuple):
+    compressed: bytes
+    digests: list[tuple[int, str]]  # (member index, SHA-256 of its content)
+
+
+def _pack(raw: bytes, codec: Codec, level: int, spans: Sequence[_Span]) -> _Packed:
+    """A frame's work off the reading thread: hash the contents it holds, compress it.
+
+    Runs in the compression pool; hashlib and both compressors release the GIL, so frames
+    are hashed and compressed in parallel while the reading thread reads on.
+    """
+    view = memoryview(raw)
+    digests = [
+        (span.member, hashlib.sha256(view[span.start : span.start + span.size]).hexdigest())
+        for span in spans
+    ]
+    return _Packed(compress_frame(raw, codec, level), digests)
+
+
 # What the reading thread hands the writing thread, in archive order.
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    raw: bytes
-    compressed: Future[bytes]
+    size: int  # of its tar bytes (not the bytes: they go once compressed)
+    packed: Future[_Packed]
     progress: int
 
 
@@ -554,6 +582,7 @@ class _Producer:
         self._channel = channel
         self._cancel = cancel
         self._parts: list[bytes] = []
+        self._spans: list[_Span] = []
         self._frame_size = 0
         self._frame_index = 0
         self._offset = 0  # in the uncompressed tar
@@ -648,18 +677,24 @@ class _Producer:
 
     def _archive_file(self, path: str, fd: int, opened: os.stat_result, header: bytes) -> None:
         """Header, content and padding into the current frame; content bigger than a frame
-        is cut into frames as it is read, so memory stays bounded."""
+        is cut into frames as it is read (and hashed here, in order), so memory stays
+        bounded. Content that fits is hashed later with its frame, off this thread."""
         start = (self._offset, self._frame_index, self._frame_size)
-        big = opened.st_size > self._frame_target
         self._append(header)
-        digest = hashlib.sha256()
-        for chunk in self._content(path, fd, opened):
-            if big:
+        sha256: str | None = None
+        if opened.st_size > self._frame_target:
+            digest = hashlib.sha256()
+            for chunk in self._content(path, fd, opened):
                 self._maybe_close_frame()
-            digest.update(chunk)
-            self._append(chunk)
+                digest.update(chunk)
+                self._append(chunk)
+            sha256 = digest.hexdigest()
+        else:
+            self._spans.append(_Span(len(self._members), self._frame_size, opened.st_size))
+            for chunk in self._content(path, fd, opened):
+                self._append(chunk)
         self._append(_padding(opened.st_size))
-        self._members.append(self._member(path, "file", opened, digest.hexdigest(), None, start))
+        self._members.append(self._member(path, "file", opened, sha256, None, start))
 
     def _content(self, path: str, fd: int, opened: os.stat_result) -> Iterator[bytes]:
         """Exactly the size the header announced: zero-padded if the file shrank meanwhile,
@@ -767,10 +802,10 @@ class _Producer:
         if not self._parts:
             return
         raw = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        compressed = self._pool.submit(compress_frame, raw, self._codec, self._level)
-        self._parts, self._frame_size = [], 0
+        packed = self._pool.submit(_pack, raw, self._codec, self._level, self._spans)
+        self._parts, self._spans, self._frame_size = [], [], 0
         self._frame_index += 1
-        self._channel.put(_Frame(raw, compressed, self._progress))
+        self._channel.put(_Frame(len(raw), packed, self._progress))
 
 
 def _mode(found: os.stat_result) -> int:
@@ -795,6 +830,7 @@ class _Writer:
         self.size = 0
         self.compressed_size = 0
         self.frame_offsets: list[int] = []
+        self.digests: dict[int, str] = {}
 
     def consume(self, channel: _Channel, cancel: threading.Event | None) -> _Done:
         while True:
@@ -810,8 +846,9 @@ class _Writer:
 
     def _write_frame(self, frame: _Frame) -> None:
         self.frame_offsets.append(self.compressed_size)
-        self.size += len(frame.raw)
-        out = frame.compressed.result()
+        self.size += frame.size
+        out, digests = frame.packed.result()
+        self.digests.update(digests)
         self.out_hash.update(out)
         self.compressed_size += len(out)
         self._sink.write(out)
@@ -866,7 +903,10 @@ def write_files_archive(
 
 
 def _result(writer: _Writer, done: _Done) -> ArchiveResult:
-    entries = [member.entry(writer.frame_offsets) for member in done.members]
+    entries = [
+        member.entry(writer.frame_offsets, writer.digests.get(index))
+        for index, member in enumerate(done.members)
+    ]
     kinds = [entry.kind for entry in entries]
     return ArchiveResult(
         entries=entries,

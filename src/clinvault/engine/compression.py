@@ -103,7 +103,13 @@ def compress_frame(data: bytes, codec: Codec, level: int) -> bytes:
     which is what lets the archive writer compress frames in parallel.
     """
     if codec == "zstd":
-        return _zstd_context(level).compress(data)
+        # Through the streaming interface: zstd's one-shot call (1.5.7) spends about twice
+        # the time on the same frame for a result 0.1% smaller.
+        # Through the streaming interface, size not announced: zstd's one-shot call (1.5.7)
+        # spends about twice the time on the same frame for a result 0.1% smaller, and an
+        # announced size widens the window, and the memory of each context, to the frame.
+        encoder = _zstd_context(level).compressobj()
+        return b"".join((encoder.compress(data), encoder.flush()))
     return zlib.compress(data, level, wbits=_GZIP_WBITS)
 
 
