@@ -25,7 +25,34 @@ class Measurement:
 def median_of(runs: int, measure: Callable[[], Measurement]) -> Measurement:
     """``measure`` run ``runs`` times: the median time, the largest peak RSS, and every time
     in ``samples`` (one run of a shared 2-core machine can be off by a third either way)."""
-    results = [measure() for _ in range(max(1, runs))]
+    return _summary([measure() for _ in range(max(1, runs))])
+
+
+def interleaved(runs: int, measures: Sequence[Callable[[], Measurement]]) -> list[Measurement]:
+    """Each of ``measures`` run ``runs`` times, taking turns: round ``r`` runs every one of
+    them once, starting with a different one each round. Returns one summary per measure
+    (as ``median_of``), whose ``samples`` are in round order, so that the times of one round
+    can be compared with each other (see ``paired_ratio``).
+
+    This machine's speed drifts by a third over minutes (other guests on its host): with
+    all baseline runs first and all ClinVault runs after, the drift lands in the ratio.
+    """
+    results: list[list[Measurement]] = [[] for _ in measures]
+    for round_index in range(max(1, runs)):
+        start = round_index % len(measures)
+        for index in [*range(start, len(measures)), *range(start)]:
+            results[index].append(measures[index]())
+    return [_summary(r) for r in results]
+
+
+def paired_ratio(measured: Measurement, baseline: Measurement) -> float:
+    """The median, over the rounds of ``interleaved``, of ``measured``'s time divided by
+    ``baseline``'s time in the same round."""
+    pairs = zip(measured.samples, baseline.samples, strict=True)
+    return statistics.median(m / b for m, b in pairs)
+
+
+def _summary(results: list[Measurement]) -> Measurement:
     times = tuple(m.seconds for m in results)
     return replace(
         results[-1],
