@@ -667,3 +667,28 @@ def test_file_entry_from_json_defaults_and_refusals() -> None:
     for bad in refused:
         with pytest.raises(FormatError):
             FileEntry.from_json(bad)
+
+
+def test_a_sink_that_fails_midway_fails_the_archive_and_leaves_no_thread(
+    tmp_path: Path, tree: Path
+) -> None:
+    class _FullDisk:
+        def __init__(self) -> None:
+            self.written = 0
+
+        def write(self, data: bytes, /) -> int:
+            if self.written >= 2:
+                raise OSError(28, "No space left on device")
+            self.written += 1
+            return len(data)
+
+    before = set(threading.enumerate())
+    sink = _FullDisk()
+
+    with pytest.raises(OSError, match="No space left"):
+        write_files_archive(
+            plan_files(tree, ["studies", "uploads"]), sink, "zstd", None, frame_target=FRAME
+        )
+
+    assert sink.written == 2
+    assert set(threading.enumerate()) <= before
