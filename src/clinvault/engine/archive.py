@@ -46,7 +46,7 @@ from clinvault.engine.compression import (
     Sink,
     StreamDecompressor,
     check_codec,
-    compress_frame,
+    compress_frame_pieces,
     resolve_level,
 )
 from clinvault.errors import (
@@ -70,7 +70,7 @@ _ZERO_BLOCK: Final = bytes(_BLOCK)
 _OCTAL_12_LIMIT: Final = 8**11  # a 12-byte octal field holds values below this
 _MAX_METADATA: Final = 1 << 20  # larger PAX records or GNU long names are refused as corrupt
 _PROGRESS_STEP: Final = 4 << 20
-_QUEUE_SLACK: Final = 2
+_QUEUE_SLACK: Final = 1
 _MAX_PROBLEMS: Final = 1000
 _NS: Final = 10**9
 
@@ -483,7 +483,7 @@ class _Span(NamedTuple):
 
 
 class _Packed(NamedTuple):
-    compressed: bytes
+    compressed: tuple[bytes, ...]  # the frame, in pieces
     digests: list[tuple[int, str]]  # (member index, SHA-256 of its content)
 
 
@@ -498,7 +498,7 @@ def _pack(raw: bytes, codec: Codec, level: int, spans: Sequence[_Span]) -> _Pack
         (span.member, hashlib.sha256(view[span.start : span.start + span.size]).hexdigest())
         for span in spans
     ]
-    return _Packed(compress_frame(raw, codec, level), digests)
+    return _Packed(compress_frame_pieces(raw, codec, level), digests)
 
 
 # What the reading thread hands the writing thread, in archive order.
@@ -847,11 +847,13 @@ class _Writer:
     def _write_frame(self, frame: _Frame) -> None:
         self.frame_offsets.append(self.compressed_size)
         self.size += frame.size
-        out, digests = frame.packed.result()
+        pieces, digests = frame.packed.result()
         self.digests.update(digests)
-        self.out_hash.update(out)
-        self.compressed_size += len(out)
-        self._sink.write(out)
+        for piece in pieces:
+            if piece:
+                self.out_hash.update(piece)
+                self.compressed_size += len(piece)
+                self._sink.write(piece)
         self._report(frame.progress)
 
     def _report(self, progress: int, *, force: bool = False) -> None:
