@@ -14,8 +14,9 @@ Small members share a frame until it reaches ``frame_target`` raw bytes, and fra
 between members. A member bigger than that starts a new frame and is cut, as it is read,
 into frames of about ``frame_target`` that no other member shares: cutting it keeps memory
 bounded and lets its frames be compressed in parallel like all the others (one huge frame
-would leave all but one core idle). Frames are written in order; file content is hashed as
-it is read.
+would leave all but one core idle). Frames are written in order. A member's content is
+hashed from the bytes archived (zeros included where a file shrank while it was read): with
+its frame, in the compression pool, when it fits in one; as it is read when it spans frames.
 
 The tar is reproducible: members in byte order of their names (parents first), uid and gid
 0, no user or group names, and the files' own modes and modification times (to the
@@ -554,7 +555,8 @@ class _Channel:
 
 
 class _Producer:
-    """The reading thread: stats, reads and hashes files, cuts the tar into frames.
+    """The reading thread: stats and reads files, cuts the tar into frames, and hashes the
+    members that span frames (the pool hashes the others, frame by frame).
 
     Each frame goes to the compression pool as soon as it is complete, and to the writing
     thread through the bounded channel, which holds the reading thread back when the
