@@ -95,17 +95,16 @@ class _ClinVaultRun:
 def _clinvault_median(
     runs: int, label: str, home: Path, *args: str, between: Callable[[], None] | None = None
 ) -> tuple[Measurement, dict[str, object]]:
-    """The median of ``runs`` runs, and the JSON the last one printed."""
-    printed: list[dict[str, object]] = []
+    """The median of ``runs`` runs (``between`` before each but the first), and the JSON the
+    last one printed."""
+    command = _ClinVaultRun(label, home, *args)
 
     def once() -> Measurement:
-        if between is not None and printed:
+        if between is not None and command.printed:
             between()
-        m, data = _clinvault(label, home, *args)
-        printed.append(data)
-        return m
+        return command()
 
-    return median_of(runs, once), printed[-1]
+    return median_of(runs, once), command.printed
 
 
 def prepare(home: Path, scale: float, files_mb: int) -> ServiceContext:

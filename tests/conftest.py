@@ -65,6 +65,19 @@ def database(make_database: Callable[[], ConnInfo]) -> ConnInfo:
     return make_database()
 
 
+def cli_env(home: Path) -> dict[str, str]:
+    """The environment of a ``clinvault`` process with everything under ``home``: SQLite
+    catalog, local storage, and a platform database that refuses connections."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINVAULT_")}
+    env.update(
+        CLINVAULT_DATA_DIR=str(home),
+        CLINVAULT_CATALOG_URL=f"sqlite:///{home / 'catalog.db'}",
+        CLINVAULT_STORAGE_URL=(home / "store").as_uri(),
+        CLINVAULT_DATABASE_URL="postgresql://clinvault@127.0.0.1:1/none",
+    )
+    return env
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A clean directory for the test's own files."""

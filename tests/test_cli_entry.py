@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,23 +10,14 @@ from pathlib import Path
 
 import pytest
 
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINVAULT_")}
-    env.update(
-        CLINVAULT_DATA_DIR=str(home),
-        CLINVAULT_CATALOG_URL=f"sqlite:///{home / 'catalog.db'}",
-        CLINVAULT_STORAGE_URL=(home / "store").as_uri(),
-        CLINVAULT_DATABASE_URL="postgresql://clinvault@127.0.0.1:1/none",
-    )
-    return env
+from tests.conftest import cli_env
 
 
 def _clinvault(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("clinvault", path=str(Path(sys.executable).parent))
     assert exe is not None
     return subprocess.run(
-        [exe, *args], env=_env(home), capture_output=True, text=True, timeout=120, check=False
+        [exe, *args], env=cli_env(home), capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -62,9 +52,13 @@ def test_output_is_complete_and_exit_handlers_run_before_the_process_ends(
     tmp_path: Path,
 ) -> None:
     """``run`` ends the process without the interpreter's teardown: what was printed is all
-    there, and exit handlers registered by anyone have run."""
+    there, and exit handlers registered by anyone have run, but the teardown (which would
+    finalize this object) has not."""
     script = (
         "import atexit, sys\n"
+        "class Torn:\n"
+        "    def __del__(self): print('torn down')\n"
+        "torn = Torn()\n"
         "atexit.register(lambda: print('exit handler ran', flush=False))\n"
         "from clinvault.cli.app import run\n"
         "sys.argv = ['clinvault', 'backup', 'list', '--json']\n"
@@ -72,7 +66,7 @@ def test_output_is_complete_and_exit_handlers_run_before_the_process_ends(
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
-        env=_env(tmp_path),
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,

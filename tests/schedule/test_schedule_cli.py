@@ -18,18 +18,8 @@ from clinvault.cli.app import main
 from clinvault.config import get_settings
 from clinvault.services.context import ServiceContext
 from clinvault.services.cron import next_fire
+from tests.conftest import cli_env
 from tests.schedule.conftest import audit_events
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLINVAULT_")}
-    env.update(
-        CLINVAULT_DATA_DIR=str(home),
-        CLINVAULT_CATALOG_URL=f"sqlite:///{home / 'catalog.db'}",
-        CLINVAULT_STORAGE_URL=(home / "store").as_uri(),
-        CLINVAULT_DATABASE_URL="postgresql://clinvault@127.0.0.1:1/none",
-    )
-    return env
 
 
 @dataclass
@@ -46,7 +36,7 @@ def cli(
     """Runs ``clinvault ARGS`` in this process, through the console script's ``main``."""
     for key in [k for k in os.environ if k.startswith("CLINVAULT_")]:
         monkeypatch.delenv(key)
-    for key, value in _env(home).items():
+    for key, value in cli_env(home).items():
         if key.startswith("CLINVAULT_"):
             monkeypatch.setenv(key, value)
 
@@ -71,7 +61,7 @@ def test_the_console_script_prints_a_new_schedule_in_utc(home: Path) -> None:
     before = datetime.now(UTC)
     args = ["schedule", "create", "--name", "n", "--type", "database", "--cron", "@daily", "--json"]
     done = subprocess.run(
-        [exe, *args], env=_env(home), capture_output=True, text=True, timeout=120, check=True
+        [exe, *args], env=cli_env(home), capture_output=True, text=True, timeout=120, check=True
     )
     created = json.loads(done.stdout)
     assert created["next_run_at"] == next_fire("@daily", "UTC", before).isoformat()

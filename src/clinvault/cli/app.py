@@ -9,7 +9,6 @@ import sys
 import threading
 from typing import NoReturn
 
-import click
 import typer
 from typer import _click as typer_click
 
@@ -65,11 +64,6 @@ def _root(
     )
 
 
-# Typer raises its own copy of click's exceptions; click's own are kept for a Typer that
-# raises those.
-_USAGE_ERRORS = (typer_click.ClickException, click.ClickException)
-
-
 def main() -> None:
     """Entry point: run the app; a ClinVault error prints its message and sets the exit code."""
     try:
@@ -84,7 +78,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except _USAGE_ERRORS as exc:  # a usage error carries its own message and exit code
+    except typer_click.ClickException as exc:  # Typer's own copy of click's usage errors
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
