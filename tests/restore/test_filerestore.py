@@ -213,11 +213,6 @@ def hostile_part(
 HOSTILE = {
     "dotdot": [member("studies", tarfile.DIRTYPE), member("studies/../../evil.txt", data=b"x")],
     "absolute": [member("/tmp/clinvault-evil-abs.txt", data=b"x")],
-    "escaping-symlink": [
-        member("studies", tarfile.DIRTYPE),
-        member("studies/out", tarfile.SYMTYPE, link="../../outside"),
-    ],
-    "absolute-symlink": [member("studies/etc", tarfile.SYMTYPE, link="/etc")],
     "write-through-symlink": [
         member("studies", tarfile.DIRTYPE),
         member("studies/out", tarfile.SYMTYPE, link="../.."),
@@ -226,6 +221,11 @@ HOSTILE = {
     "device": [member("studies/null", tarfile.CHRTYPE)],
     "fifo": [member("studies/pipe", tarfile.FIFOTYPE)],
     "hardlink": [member("studies/passwd", tarfile.LNKTYPE, link="/etc/passwd")],
+    "write-through-absolute-symlink": [
+        member("studies", tarfile.DIRTYPE),
+        member("studies/etc", tarfile.SYMTYPE, link="/tmp"),
+        member("studies/etc/clinvault-evil.txt", data=b"x"),
+    ],
 }
 
 
@@ -246,7 +246,38 @@ def test_hostile_archives_are_refused_and_nothing_lands_outside(
     assert all(p.is_relative_to(tmp_path / "jail") for p in written), written
     assert not (tmp_path / "evil.txt").exists()
     assert not Path("/tmp/clinvault-evil-abs.txt").exists()
+    assert not Path("/tmp/clinvault-evil.txt").exists()
     assert not any(p.name == "evil.txt" for p in written)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_links_pointing_outside_come_back_as_links_and_nothing_is_written_through_them(
+    tmp_path: Path, codec: Codec
+) -> None:
+    """An absolute link, or one that climbs out of the tree, is the platform's own data: it
+    is restored as the link it was, after every file, and never followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    storage = MemoryStorage()
+    part, entries = hostile_part(
+        storage,
+        [
+            member("studies", tarfile.DIRTYPE),
+            member("studies/a.txt", data=b"kept"),
+            member("studies/etc", tarfile.SYMTYPE, link=str(outside)),
+            member("studies/up", tarfile.SYMTYPE, link="../../outside"),
+        ],
+        codec,
+    )
+    for extract, target in ((extract_part, "whole"), (extract_entries, "some")):
+        root = tmp_path / "jail" / target
+        result = extract(storage, BACKUP_ID, part, entries, root)
+
+        assert result.symlinks == 2
+        assert os.readlink(root / "studies" / "etc") == str(outside)
+        assert os.readlink(root / "studies" / "up") == "../../outside"
+        assert (root / "studies" / "a.txt").read_bytes() == b"kept"
+    assert list(outside.iterdir()) == []
 
 
 @pytest.mark.parametrize(

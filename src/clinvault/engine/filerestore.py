@@ -7,10 +7,12 @@ directory); the live directories they replace become the checkpoint, so undoing 
 two renames per directory.
 
 Archives are not trusted: a name that is absolute or climbs with ``..``, a path through a
-symbolic link, a link that points outside the tree, and anything but regular files,
-directories and symbolic links (devices, FIFOs, hard links) are refused with
-``IntegrityError``. Symbolic links are created last, after every file and directory, so no
-write can ever be redirected through one.
+symbolic link, and anything but regular files, directories and symbolic links (devices,
+FIFOs, hard links) are refused with ``IntegrityError``. Symbolic links come back as they
+were archived, wherever they point (an absolute target, or one outside the tree, is the
+platform's own data, and refusing it would make the whole backup unrestorable): they are
+created last, after every file and directory, so no write can ever be redirected through
+one, and nothing later follows them (the swap renames, the clean-up unlinks).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
@@ -87,24 +88,10 @@ def safe_member_path(target_root: Path, member_name: str) -> Path:
 
 
 def check_link_target(member_name: str, link_target: str | None) -> None:
-    """Refuse a symbolic link whose target, read relative to the link, leaves the tree."""
+    """Refuse a symbolic link that has no target a link can hold (empty, or a NUL byte)."""
+    _relative_parts(member_name)
     if not link_target or "\x00" in link_target:
-        raise IntegrityError(f"symbolic link {member_name!r} has no usable target")
-    if link_target.startswith("/"):
-        raise IntegrityError(
-            f"symbolic link {member_name!r} points at the absolute path {link_target!r}; refused"
-        )
-    parent = posixpath.dirname("/".join(_relative_parts(member_name)))
-    resolved = posixpath.normpath(posixpath.join(parent, link_target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise IntegrityError(
-            f"symbolic link {member_name!r} points outside the restored tree "
-            f"({link_target!r}); refused"
-        )
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+        raise IntegrityError(f"symbolic link {member_name!r} has no usable target; refused")
 
 
 # --- extraction ----------------------------------------------------------------------------
@@ -121,7 +108,19 @@ class _Extractor:
     byte_count: int = 0
     dirs: list[FileEntry] = field(default_factory=list)
     links: list[FileEntry] = field(default_factory=list)
+    link_paths: set[tuple[str, ...]] = field(default_factory=set)
     exact_ns: dict[str, int] = field(default_factory=dict)  # from PAX records, when streamed
+
+    def member_path(self, name: str) -> Path:
+        """``safe_member_path``, also refusing a path through a link still to be created."""
+        parts = tuple(_relative_parts(name))
+        for depth in range(1, len(parts)):
+            if parts[:depth] in self.link_paths:
+                raise IntegrityError(
+                    f"archive member {name!r} goes through the symbolic link "
+                    f"{'/'.join(parts[:depth])!r}; refused"
+                )
+        return safe_member_path(self.root, name)
 
     def mtime_ns(self, entry: FileEntry) -> int:
         """The entry's modification time; the index's float loses the last nanoseconds."""
@@ -133,19 +132,20 @@ class _Extractor:
             raise CancelledError("file restore cancelled")
 
     def make_dir(self, entry: FileEntry) -> None:
-        path = safe_member_path(self.root, entry.path)
+        path = self.member_path(entry.path)
         path.mkdir(parents=True, exist_ok=True)
         if path.is_symlink() or not path.is_dir():
             raise IntegrityError(f"archive member {entry.path!r} is not a plain directory")
         self.dirs.append(entry)
 
     def defer_link(self, entry: FileEntry) -> None:
-        safe_member_path(self.root, entry.path)
+        self.member_path(entry.path)
         check_link_target(entry.path, entry.link_target)
         self.links.append(entry)
+        self.link_paths.add(tuple(_relative_parts(entry.path)))
 
     def write_file(self, entry: FileEntry, chunks: Iterable[bytes]) -> None:
-        path = safe_member_path(self.root, entry.path)
+        path = self.member_path(entry.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, _OPEN_FLAGS, 0o600)
@@ -173,8 +173,7 @@ class _Extractor:
         self.byte_count += size
 
     def finish(self) -> ExtractResult:
-        """Create the links (checked again on the real tree), then fix directory metadata."""
-        real_root = self.root.resolve()
+        """Create the links, then fix directory metadata."""
         for entry in self.links:
             self.check_cancel()
             path = safe_member_path(self.root, entry.path)
@@ -186,11 +185,6 @@ class _Extractor:
                 raise IntegrityError(
                     f"archive member {entry.path!r} appears twice; refused"
                 ) from None
-            if not _inside(Path(os.path.realpath(path)), real_root):
-                path.unlink()
-                raise IntegrityError(
-                    f"symbolic link {entry.path!r} resolves outside the restored tree; refused"
-                )
             with contextlib.suppress(NotImplementedError, OSError):
                 os.utime(path, ns=(self.mtime_ns(entry),) * 2, follow_symlinks=False)
         for entry in sorted(self.dirs, key=lambda e: e.path.count("/"), reverse=True):
