@@ -62,6 +62,7 @@ test.describe.serial("administrator", () => {
 
   test("shows the backup's details and file list, and downloads it", async () => {
     await expect(page.getByRole("region", { name: "Parts and checksums" })).toContainText("manifest.json");
+    await expect(page.getByRole("status", { name: "Not archived" })).toContainText("skipped 'uploads/e2e-pipe': a named pipe cannot be archived");
     const files = page.getByRole("region", { name: /^Files \(/ });
     await expect(files.getByRole("table")).toBeVisible();
     await expect(files.getByRole("cell", { name: /^studies\/.+/ }).first()).toBeVisible();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -343,3 +344,20 @@ def test_awkward_file_names_survive_backup_and_verify(platform: Platform) -> Non
     root = os.fsencode(platform.files_root) + b"/"
     assert {name[len(root) :] for name in odd} <= stored
     assert VerifyService(ctx).verify(row.id, ACTOR).ok
+
+
+def test_cli_tells_what_a_files_backup_could_not_archive(platform: Platform) -> None:
+    pipe = platform.files_root / "uploads" / "a named pipe"
+    os.mkfifo(pipe)
+    try:
+        created = platform.cli("backup", "create", "--type", "files", "--name", "with-a-pipe")
+    finally:
+        pipe.unlink()
+    assert "1 item(s) not archived:" in created.stderr
+    assert "skipped 'uploads/a named pipe': a named pipe cannot be archived" in created.stderr
+    shown = platform.cli("backup", "show", "with-a-pipe")
+    assert "skipped 'uploads/a named pipe'" in shown.stdout
+    data = json.loads(platform.cli("backup", "show", "with-a-pipe", "--json").stdout)
+    assert data["metadata"]["file_warning_count"] == 1
+    clean = platform.cli("backup", "create", "--type", "files", "--name", "without")
+    assert "not archived" not in clean.stderr

@@ -26,6 +26,7 @@ export function BackupDetails({ id }: { id: string }) {
     );
 
   const duration = b.started_at && b.completed_at ? (Date.parse(b.completed_at) - Date.parse(b.started_at)) / 1000 : null;
+  const skipped = fileWarnings(b.metadata);
 
   return (
     <div className="page">
@@ -48,6 +49,17 @@ export function BackupDetails({ id }: { id: string }) {
       {b.manifest_error && (
         <div className="alert alert-warn" role="alert">
           The bundle could not be read: {b.manifest_error}
+        </div>
+      )}
+      {skipped.shown.length > 0 && (
+        <div className="alert alert-warn" role="status" aria-label="Not archived">
+          <strong>{skipped.total === 1 ? "One item was not archived" : `${skipped.total.toLocaleString("en-US")} items were not archived`}</strong>
+          <ul>
+            {skipped.shown.map((w) => (
+              <li key={w}>{w}</li>
+            ))}
+          </ul>
+          {skipped.total > skipped.shown.length && <p>The manifest lists all of them (files.warnings).</p>}
         </div>
       )}
       <div className="grid-2">
@@ -101,6 +113,14 @@ export function BackupDetails({ id }: { id: string }) {
       <AuditForBackup id={b.id} />
     </div>
   );
+}
+
+/** What the files backup skipped (FIFOs, sockets, files that vanished or changed), as recorded in its metadata. */
+export function fileWarnings(metadata: Record<string, unknown>): { shown: string[]; total: number } {
+  const raw = metadata.file_warnings;
+  const shown = Array.isArray(raw) ? raw.filter((w): w is string => typeof w === "string") : [];
+  const count = metadata.file_warning_count;
+  return { shown, total: typeof count === "number" && count > shown.length ? count : shown.length };
 }
 
 function Objects({ backup }: { backup: BackupDetail }) {

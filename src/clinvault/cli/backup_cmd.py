@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -80,6 +80,24 @@ def create(
         f" ({(row.compression_ratio or 0) * 100:.1f}% saved), checksum {row.checksum}\n"
         f"  stored at {row.file_path}"
     )
+    _print_skipped(row.metadata_ or {}, limit=10)
+
+
+def _print_skipped(metadata: dict[str, Any], *, limit: int, err: bool = True) -> None:
+    """What a files backup could not archive (FIFOs, sockets, files that vanished)."""
+    warnings = [w for w in metadata.get("file_warnings") or [] if isinstance(w, str)]
+    if not warnings:
+        return
+    total = max(len(warnings), int(metadata.get("file_warning_count") or 0))
+    typer.echo(f"{total} item(s) not archived:", err=err)
+    for warning in warnings[:limit]:
+        typer.echo(f"  {warning}", err=err)
+    if total > limit:
+        typer.echo(
+            f"  ... and {total - min(limit, len(warnings))} more"
+            " (the manifest's files.warnings lists them all)",
+            err=err,
+        )
 
 
 @app.command("list")
@@ -125,6 +143,7 @@ def show(
     for key, value in data.items():
         if key != "metadata":
             typer.echo(f"{key:22} {value if value is not None else '-'}")
+    _print_skipped(row.metadata_ or {}, limit=100, err=False)
 
 
 @app.command("verify")

@@ -294,6 +294,7 @@ def summary_metadata(manifest: Manifest) -> dict[str, Any]:
         meta["files"] = manifest.files.file_count
         meta["files_bytes"] = manifest.files.total_bytes
         meta["file_warnings"] = manifest.files.warnings[:100]
+        meta["file_warning_count"] = len(manifest.files.warnings)
     if manifest.audit is not None:
         meta["audit_events"] = manifest.audit.events
     return meta
