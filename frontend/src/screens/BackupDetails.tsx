@@ -116,7 +116,7 @@ export function BackupDetails({ id }: { id: string }) {
 }
 
 /** What the files backup skipped (FIFOs, sockets, files that vanished or changed), as recorded in its metadata. */
-export function fileWarnings(metadata: Record<string, unknown>): { shown: string[]; total: number } {
+function fileWarnings(metadata: Record<string, unknown>): { shown: string[]; total: number } {
   const raw = metadata.file_warnings;
   const shown = Array.isArray(raw) ? raw.filter((w): w is string => typeof w === "string") : [];
   const count = metadata.file_warning_count;

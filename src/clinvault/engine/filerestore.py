@@ -87,13 +87,6 @@ def safe_member_path(target_root: Path, member_name: str) -> Path:
     return target_root.joinpath(*parts)
 
 
-def check_link_target(member_name: str, link_target: str | None) -> None:
-    """Refuse a symbolic link that has no target a link can hold (empty, or a NUL byte)."""
-    _relative_parts(member_name)
-    if not link_target or "\x00" in link_target:
-        raise IntegrityError(f"symbolic link {member_name!r} has no usable target; refused")
-
-
 # --- extraction ----------------------------------------------------------------------------
 
 
@@ -139,8 +132,11 @@ class _Extractor:
         self.dirs.append(entry)
 
     def defer_link(self, entry: FileEntry) -> None:
+        """Check a link now, create it in ``finish``: its target may be anything a link can
+        hold (not empty, no NUL byte)."""
         self.member_path(entry.path)
-        check_link_target(entry.path, entry.link_target)
+        if not entry.link_target or "\x00" in entry.link_target:
+            raise IntegrityError(f"symbolic link {entry.path!r} has no usable target; refused")
         self.links.append(entry)
         self.link_paths.add(tuple(_relative_parts(entry.path)))
 
