@@ -21,6 +21,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -86,14 +87,20 @@ class PgToolkit:
     _probed: dict[Path, tuple[int, str] | None] = field(default_factory=dict)
 
     def candidates(self, name: str) -> list[PgTool]:
+        paths = [
+            path
+            for directory in candidate_dirs(self.explicit_dir)
+            if (path := directory / name).is_file() and os.access(path, os.X_OK)
+        ]
+        reals = [path.resolve() for path in paths]
+        unprobed = list(dict.fromkeys(real for real in reals if real not in self._probed))
+        if unprobed:
+            # Side by side: a probe is mostly waiting for a process to start (Debian's
+            # pg_wrapper is a Perl script), and a backup waits for all of them.
+            with ThreadPoolExecutor(max_workers=len(unprobed)) as pool:
+                self._probed.update(zip(unprobed, pool.map(probe_version, unprobed), strict=True))
         found: list[PgTool] = []
-        for directory in candidate_dirs(self.explicit_dir):
-            path = directory / name
-            if not (path.is_file() and os.access(path, os.X_OK)):
-                continue
-            real = path.resolve()
-            if real not in self._probed:
-                self._probed[real] = probe_version(real)
+        for path, real in zip(paths, reals, strict=True):
             probed = self._probed[real]
             if probed is not None and all(t.path.resolve() != real for t in found):
                 found.append(PgTool(name, path, probed[0], probed[1]))
