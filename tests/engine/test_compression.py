@@ -20,6 +20,7 @@ from clinvault.engine.compression import (
     decompress_chunks,
     resolve_level,
     suffix,
+    table_data_parameters,
 )
 from clinvault.errors import IntegrityError, InvalidInputError
 
@@ -91,6 +92,83 @@ def test_stream_compressor_level_changes_the_output(codec: Codec) -> None:
     fast, best = _compress(data, codec, 1), _compress(data, codec, 19 if codec == "zstd" else 9)
     assert len(best) < len(fast)
     assert b"".join(decompress_chunks([best], codec)) == data
+
+
+def _copy_rows(count: int) -> bytes:
+    """COPY text like a dump's: ids, codes, decimal values and repeated timestamps."""
+    rng = random.Random(11)
+    tests = [
+        (b"HGB", b"g/dL", 12.0, 17.5),
+        (b"NA", b"mmol/L", 135.0, 145.0),
+        (b"K", b"mmol/L", 3.5, 5.1),
+    ]
+    rows = []
+    for i in range(count):
+        code, unit, low, high = tests[i % len(tests)]
+        value = rng.uniform(low * 0.8, high * 1.2)
+        stamp = b"2025-%02d-%02d %02d:%02d:00+00" % (
+            1 + i // 9000 % 12,
+            1 + i // 300 % 28,
+            rng.randrange(24),
+            rng.randrange(60),
+        )
+        flag = b"normal" if low <= value <= high else b"abnormal"
+        rows.append(
+            b"%d\t%d\t%s\tfinal\t%.3f\t%s\t%.3f\t%.3f\t%s\t%s\t%s\t%s\n"
+            % (i + 1, 1000 + i // 20, code, value, unit, low, high, flag, stamp, stamp, stamp)
+        )
+    return b"".join(rows)
+
+
+def test_table_data_parameters_search_lazily_from_level_3() -> None:
+    for level in (1, 2, 13, 19):
+        preset = zstandard.ZstdCompressionParameters.from_level(level)
+        params = table_data_parameters(level)
+        assert (params.strategy, params.min_match, params.search_log) == (
+            preset.strategy,
+            preset.min_match,
+            preset.search_log,
+        )
+    for level in range(3, 13):
+        preset = zstandard.ZstdCompressionParameters.from_level(level)
+        params = table_data_parameters(level, threads=2)
+        assert params.strategy == 5  # lazy2
+        assert params.min_match == min(preset.min_match, 4)
+        assert params.search_log == max(preset.search_log, 2)
+        assert params.window_log == preset.window_log  # decompression memory unchanged
+        assert params.threads == 2 and params.write_checksum == 1
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_table_data_stream_is_standard_zstd_and_smaller_on_copy_text(threads: int) -> None:
+    data = _copy_rows(120_000)
+    plain, tuned = io.BytesIO(), io.BytesIO()
+    with StreamCompressor(plain, "zstd", 3, threads=threads) as compressor:
+        compressor.write(data)
+    assert compressor.result.parameters is None
+    with StreamCompressor(tuned, "zstd", 3, threads=threads, table_data=True) as compressor:
+        for chunk in _chunks(data, 1 << 20):
+            compressor.write(chunk)
+    result = compressor.result
+    assert result.parameters is not None
+    assert result.parameters["strategy"] == "lazy2" and result.parameters["min_match"] == 4
+    decoded = subprocess.run(
+        CLI_DECOMPRESS["zstd"], input=tuned.getvalue(), capture_output=True, check=True
+    )
+    assert decoded.stdout == data
+    assert result.compressed_size == len(tuned.getvalue())
+    assert len(tuned.getvalue()) < 0.95 * len(plain.getvalue())
+
+
+def test_table_data_does_not_change_gzip() -> None:
+    data = _copy_rows(5_000)
+    plain, tuned = io.BytesIO(), io.BytesIO()
+    with StreamCompressor(plain, "gzip", 6) as compressor:
+        compressor.write(data)
+    with StreamCompressor(tuned, "gzip", 6, table_data=True) as compressor:
+        compressor.write(data)
+    assert compressor.result.parameters is None
+    assert tuned.getvalue() == plain.getvalue()
 
 
 def test_stream_compressor_refuses_an_invalid_level() -> None:

@@ -136,6 +136,14 @@ def test_parts_open_with_standard_tools(platform: Platform, codec: str, tmp_path
     tool = ["zstd", "-d", "-c", "-q"] if codec == "zstd" else ["gzip", "-d", "-c"]
     store = platform.home / "store" / bundle.bundle_prefix(str(row.id))
     manifest = json.loads((store / "manifest.json").read_text())
+    parameters = {p["kind"]: p["parameters"] for p in manifest["parts"]}
+    # The dump's zstd search is recorded; gzip, the files and the audit trail use the level's.
+    if codec == "zstd":
+        assert parameters["database"]["strategy"] == "lazy2"
+        assert parameters["database"]["min_match"] == 4
+    else:
+        assert parameters["database"] is None
+    assert parameters["files"] is None and parameters["audit"] is None
 
     dump = tmp_path / "database.dump"
     with dump.open("wb") as out:

@@ -114,7 +114,13 @@ class _Digests(Protocol):
     def raw_sha256(self) -> str | None: ...
 
 
-def _part_info(kind: str, codec: Codec, level: int, result: _Digests) -> PartInfo:
+def _part_info(
+    kind: str,
+    codec: Codec,
+    level: int,
+    result: _Digests,
+    parameters: dict[str, int | str] | None = None,
+) -> PartInfo:
     return PartInfo(
         name=bundle.part_name(kind, codec),
         kind=kind,
@@ -124,6 +130,7 @@ def _part_info(kind: str, codec: Codec, level: int, result: _Digests) -> PartInf
         compressed_size=result.compressed_size,
         sha256=result.sha256,
         raw_sha256=result.raw_sha256,
+        parameters=parameters,
     )
 
 
@@ -210,7 +217,9 @@ class BundleWriter:
                     raise
                 result = dump.result()
         self.tracker.finish("database")
-        self._out.add(_part_info("database", self.spec.codec, self.spec.level, result))
+        self._out.add(
+            _part_info("database", self.spec.codec, self.spec.level, result, result.parameters)
+        )
         with self._out.lock:
             self._out.source.update(facts.to_json())
             self._out.source["snapshot"] = session.snapshot_id

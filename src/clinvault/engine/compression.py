@@ -117,19 +117,78 @@ def compress_frame_pieces(data: bytes, codec: Codec, level: int) -> tuple[bytes,
     return (zlib.compress(data, level, wbits=_GZIP_WBITS),)
 
 
+# zstd's match-finding strategies, by the number zstd gives them.
+_ZSTD_STRATEGIES: Final = (
+    "fast", "dfast", "greedy", "lazy", "lazy2", "btlazy2", "btopt", "btultra", "btultra2"
+)  # fmt: skip
+_LAZY2: Final = 5
+_TABLE_MIN_MATCH: Final = 4
+_TABLE_SEARCH_LOG: Final = 2
+
+
+def table_data_parameters(level: int, *, threads: int = 0) -> zstandard.ZstdCompressionParameters:
+    """zstd parameters for a database dump at ``level``: the level's own, with a search at
+    least as thorough as zstd's ``lazy2`` from level 3 up.
+
+    A dump is mostly ``COPY`` text: rows of numbers, codes and timestamps, where a match is
+    short and the best one often starts a byte or two after the first. zstd's presets up to
+    level 7 take the first match they find (and ignore those under 5 bytes); lazy2 looks two
+    positions ahead, and with 4-byte matches and four candidates per position it compresses
+    a dump like deflate's lazy matching does, at half its CPU. Levels 1 and 2, asked for
+    speed, and levels whose strategy is stronger than lazy2, keep zstd's parameters.
+    """
+    preset = zstandard.ZstdCompressionParameters.from_level(level)
+    if level < 3 or preset.strategy > _LAZY2:
+        return zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, write_checksum=1
+        )
+    return zstandard.ZstdCompressionParameters.from_level(
+        level,
+        strategy=_LAZY2,
+        min_match=min(preset.min_match, _TABLE_MIN_MATCH),
+        search_log=max(preset.search_log, _TABLE_SEARCH_LOG),
+        threads=threads,
+        write_checksum=1,
+    )
+
+
+def describe_parameters(params: zstandard.ZstdCompressionParameters) -> dict[str, int | str]:
+    """The parameters that shape a zstd stream's size, as the manifest records them."""
+    return {
+        "strategy": _ZSTD_STRATEGIES[params.strategy - 1],
+        "window_log": params.window_log,
+        "hash_log": params.hash_log,
+        "chain_log": params.chain_log,
+        "search_log": params.search_log,
+        "min_match": params.min_match,
+        "target_length": params.target_length,
+    }
+
+
 class FrameEncoder:
     """One zstd frame or gzip member compressed piece by piece, for data too big to hold.
 
     With ``threads`` > 0 zstd compresses the frame on that many worker threads of its own;
-    gzip has no such mode and always works in the calling thread.
+    gzip has no such mode and always works in the calling thread. With ``table_data``, zstd
+    uses ``table_data_parameters``; ``parameters`` then says which (None otherwise).
     """
 
-    def __init__(self, codec: Codec, level: int, *, threads: int = 0) -> None:
+    def __init__(
+        self, codec: Codec, level: int, *, threads: int = 0, table_data: bool = False
+    ) -> None:
         level = resolve_level(codec, level)
         self._compress: Callable[[BytesLike], bytes]
         self._finish: Callable[[], bytes]
+        self.parameters: dict[str, int | str] | None = None
         if check_codec(codec) == "zstd":
-            context = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+            if table_data:
+                params = table_data_parameters(level, threads=threads)
+                self.parameters = describe_parameters(params)
+                context = zstandard.ZstdCompressor(compression_params=params)
+            else:
+                context = zstandard.ZstdCompressor(
+                    level=level, threads=threads, write_checksum=True
+                )
             zstd_obj = context.compressobj()
             self._compress = zstd_obj.compress
             self._finish = lambda: zstd_obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
@@ -153,6 +212,7 @@ class StreamResult:
     compressed_size: int  # compressed bytes out
     sha256: str  # of the compressed output, hex
     raw_sha256: str  # of the raw input, hex
+    parameters: dict[str, int | str] | None = None  # zstd's, where chosen for table data
 
 
 class StreamCompressor:
@@ -165,12 +225,20 @@ class StreamCompressor:
     """
 
     def __init__(
-        self, sink: Sink, codec: Codec = "zstd", level: int | None = None, *, threads: int = 2
+        self,
+        sink: Sink,
+        codec: Codec = "zstd",
+        level: int | None = None,
+        *,
+        threads: int = 2,
+        table_data: bool = False,
     ) -> None:
         if threads < 0:
             raise InvalidInputError(f"compression threads must not be negative, not {threads}")
         self._sink = sink
-        self._encoder = FrameEncoder(codec, resolve_level(codec, level), threads=threads)
+        self._encoder = FrameEncoder(
+            codec, resolve_level(codec, level), threads=threads, table_data=table_data
+        )
         self._raw_hash = hashlib.sha256()
         self._out_hash = hashlib.sha256()
         self._size = 0
@@ -207,6 +275,7 @@ class StreamCompressor:
                 compressed_size=self._compressed_size,
                 sha256=self._out_hash.hexdigest(),
                 raw_sha256=self._raw_hash.hexdigest(),
+                parameters=self._encoder.parameters,
             )
         return self._result
 

@@ -58,7 +58,7 @@ def dump_database(
     timeout: float = 6 * 3600.0,
 ) -> StreamResult:
     """Stream ``pg_dump`` of ``conn``'s database into ``sink``, compressed with ``codec``."""
-    compressor = StreamCompressor(sink, codec, level)
+    compressor = StreamCompressor(sink, codec, level, table_data=True)
     with open_tool(
         tool, dump_args(snapshot), conn, read_stdout=True, timeout=timeout, cancel=cancel
     ) as process:

@@ -69,6 +69,9 @@ class PartInfo(_Model):
     sha256: str
     # Of the decompressed content; None for a files part, whose members carry their own.
     raw_sha256: str | None = None
+    # The codec's parameters where ClinVault chose them beyond the level (a database part's
+    # zstd search); None where the level's own were used.
+    parameters: dict[str, int | str] | None = None
 
 
 class ScopeCounts(_Model):
