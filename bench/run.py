@@ -34,7 +34,6 @@ from clinvault.services.context import ServiceContext
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(ROOT / ".venv" / "bin" / "clinvault")
-STRONG_LEVEL = 10
 RUNS = 3  # default: each time reported is the median of this many runs
 
 
@@ -136,14 +135,7 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
     clinvault = _ClinVaultRun(
         "clinvault database backup", home, "backup", "create", "--type", "database"
     )
-    # The default (zstd level 3) trades size for time; level 10 is the level at which the
-    # part comes out no larger than pg_dump -Fc's on the sample platform.
-    strong = _ClinVaultRun(
-        f"clinvault database backup --level {STRONG_LEVEL}",
-        home,
-        *("backup", "create", "--type", "database", "--level", str(STRONG_LEVEL)),
-    )
-    gz, raw, cv, cv_strong = interleaved(
+    gz, raw, cv = interleaved(
         report.runs,
         [
             lambda: run_timed("pg_dump -Fc", [pg_dump, "-Fc"], env=env, output=work / "db.gz.dump"),
@@ -151,21 +143,14 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
                 "pg_dump -Fc -Z0", [pg_dump, "-Fc", "-Z0"], env=env, output=work / "db.raw.dump"
             ),
             clinvault,
-            strong,
         ],
     )
     data = clinvault.printed
     cv = replace(cv, size_bytes=int(data["file_size_compressed"]))  # type: ignore[call-overload]
-    cv_strong = replace(
-        cv_strong,
-        size_bytes=int(strong.printed["file_size_compressed"]),  # type: ignore[call-overload]
-    )
     vs_raw, vs_gz = paired_ratio(cv, raw), paired_ratio(cv, gz)
-    strong_vs_gz = paired_ratio(cv_strong, gz)
     report.add(gz)
     report.add(raw)
     report.add(cv, f"{vs_raw:.2f}x -Z0, {vs_gz:.2f}x -Fc")
-    report.add(cv_strong, f"{strong_vs_gz:.2f}x -Fc")
     report.check("database backup <= 1.3x pg_dump -Fc -Z0", vs_raw <= 1.3, f"{vs_raw:.2f}x")
     report.check("database backup <= 0.6x pg_dump -Fc", vs_gz <= 0.6, f"{vs_gz:.2f}x")
     report.check(
@@ -173,16 +158,7 @@ def bench_database(ctx: ServiceContext, home: Path, work: Path, report: Report) 
         (cv.size_bytes or 0) <= (gz.size_bytes or 0),
         f"{mb(cv.size_bytes)} vs {mb(gz.size_bytes)}",
     )
-    report.check(
-        f"level {STRONG_LEVEL}: size <= pg_dump -Fc",
-        (cv_strong.size_bytes or 0) <= (gz.size_bytes or 0),
-        f"{mb(cv_strong.size_bytes)} vs {mb(gz.size_bytes)}",
-    )
-    report.check(
-        f"level {STRONG_LEVEL}: time <= pg_dump -Fc", strong_vs_gz <= 1.0, f"{strong_vs_gz:.2f}x"
-    )
-    rss = max(cv.peak_rss_mb, cv_strong.peak_rss_mb)
-    report.check("peak RSS <= 300 MB (database)", rss <= 300, f"{rss:.0f} MB")
+    report.check("peak RSS <= 300 MB (database)", cv.peak_rss_mb <= 300, f"{cv.peak_rss_mb:.0f} MB")
     report.data["database_backup_id"] = data["id"]
     (work / "db.raw.dump").unlink()
     report.data["pg_dump_file"] = str(work / "db.gz.dump")
@@ -313,7 +289,7 @@ def bench_files(ctx: ServiceContext, home: Path, work: Path, report: Report) -> 
     vs_durable = paired_ratio(cv, tzst_sync)
     report.add(tgz)
     report.add(tzst)
-    report.add(replace(tzst_sync, size_bytes=durable.stat().st_size))  # type: ignore[call-overload]
+    report.add(replace(tzst_sync, size_bytes=durable.stat().st_size))
     report.add(
         cv,
         f"{vs_zstd:.2f}x tar|zstd ({vs_durable:.2f}x with fsync), "
