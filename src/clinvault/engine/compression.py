@@ -117,11 +117,10 @@ def compress_frame_pieces(data: bytes, codec: Codec, level: int) -> tuple[bytes,
     return (zlib.compress(data, level, wbits=_GZIP_WBITS),)
 
 
-# zstd's match-finding strategies, by the number zstd gives them.
+# zstd's match-finding strategies, by the number zstd gives them (zstandard.STRATEGY_*).
 _ZSTD_STRATEGIES: Final = (
     "fast", "dfast", "greedy", "lazy", "lazy2", "btlazy2", "btopt", "btultra", "btultra2"
 )  # fmt: skip
-_LAZY2: Final = 5
 _TABLE_MIN_MATCH: Final = 4
 _TABLE_SEARCH_LOG: Final = 2
 
@@ -138,17 +137,15 @@ def table_data_parameters(level: int, *, threads: int = 0) -> zstandard.ZstdComp
     speed, and levels whose strategy is stronger than lazy2, keep zstd's parameters.
     """
     preset = zstandard.ZstdCompressionParameters.from_level(level)
-    if level < 3 or preset.strategy > _LAZY2:
-        return zstandard.ZstdCompressionParameters.from_level(
-            level, threads=threads, write_checksum=1
-        )
+    search: dict[str, int] = {}
+    if level >= 3 and preset.strategy <= zstandard.STRATEGY_LAZY2:
+        search = {
+            "strategy": zstandard.STRATEGY_LAZY2,
+            "min_match": min(preset.min_match, _TABLE_MIN_MATCH),
+            "search_log": max(preset.search_log, _TABLE_SEARCH_LOG),
+        }
     return zstandard.ZstdCompressionParameters.from_level(
-        level,
-        strategy=_LAZY2,
-        min_match=min(preset.min_match, _TABLE_MIN_MATCH),
-        search_log=max(preset.search_log, _TABLE_SEARCH_LOG),
-        threads=threads,
-        write_checksum=1,
+        level, threads=threads, write_checksum=1, **search
     )
 
 
